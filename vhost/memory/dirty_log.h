@@ -12,11 +12,16 @@
 // it may receive a new one at any time (memory hotplug), so users hold it by
 // shared_ptr and swap the pointer; the old mapping dies with its last user.
 //
+// Marking uses release ordering and harvesting acquire, so a harvester that
+// sees a bit also sees the guest-memory write that preceded the mark: mark
+// after writing, never before.
+//
 // Thread-safety: all methods may be called concurrently.
 #ifndef VHOSTMIG_VHOST_MEMORY_DIRTY_LOG_H_
 #define VHOSTMIG_VHOST_MEMORY_DIRTY_LOG_H_
 
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -27,6 +32,11 @@
 namespace vhostmig::vhost {
 
 inline constexpr uint64_t kDirtyPageSize = 4096;
+
+// Bit N%64 of 64-bit word N/64 is bit N%8 of byte N/8 only on little-endian
+// hosts, which is what the word-at-a-time paths rely on.
+static_assert(std::endian::native == std::endian::little,
+              "DirtyLog word access assumes a little-endian host");
 
 class DirtyLog {
  public:
@@ -78,11 +88,18 @@ class DirtyLog {
  private:
   DirtyLog(UniqueFd fd, uint64_t size, uint64_t offset, void* map_base,
            size_t map_len, uint8_t* bits);
-  // The log's size in bytes need not be a multiple of 8; whole words are
-  // accessed atomically, a trailing partial word byte by byte.
-  std::atomic<uint64_t>* words() const {
-    return reinterpret_cast<std::atomic<uint64_t>*>(bits_);
+  // The log's size in bytes need not be a multiple of 8, and a log mapped at
+  // an offset that is not a multiple of 8 has no aligned words at all: the
+  // first word_count_ words are accessed as 64-bit atomics, the rest of the
+  // bytes one by one (word_count_ is 0 when the bitmap is misaligned).
+  // std::atomic_ref keeps the accesses atomic on plain shared memory.
+  std::atomic_ref<uint64_t> Word(uint64_t w) const {
+    return std::atomic_ref<uint64_t>(reinterpret_cast<uint64_t*>(bits_)[w]);
   }
+  std::atomic_ref<uint8_t> Byte(uint64_t i) const {
+    return std::atomic_ref<uint8_t>(bits_[i]);
+  }
+  void OrByte(uint64_t i, uint8_t mask);
 
   UniqueFd fd_;
   uint64_t size_;
@@ -90,17 +107,18 @@ class DirtyLog {
   void* map_base_;
   size_t map_len_;
   uint8_t* bits_;
+  uint64_t word_count_;
   std::atomic<uint64_t> dropped_{0};
 };
 
 template <typename Fn>
 uint64_t DirtyLog::Harvest(Fn&& fn) {
   uint64_t count = 0;
-  const uint64_t full_words = size_ / 8;
-  for (uint64_t w = 0; w < full_words; ++w) {
-    uint64_t bits = words()[w].load(std::memory_order_relaxed);
-    if (bits == 0) continue;
-    bits = words()[w].exchange(0, std::memory_order_acq_rel);
+  for (uint64_t w = 0; w < word_count_; ++w) {
+    // A relaxed peek skips clean words without taking the cache line for
+    // writing; the exchange (acquire) then pairs with the writers' release.
+    if (Word(w).load(std::memory_order_relaxed) == 0) continue;
+    uint64_t bits = Word(w).exchange(0, std::memory_order_acq_rel);
     while (bits != 0) {
       const int b = __builtin_ctzll(bits);
       bits &= bits - 1;
@@ -108,9 +126,9 @@ uint64_t DirtyLog::Harvest(Fn&& fn) {
       ++count;
     }
   }
-  for (uint64_t i = full_words * 8; i < size_; ++i) {
-    auto* byte = reinterpret_cast<std::atomic<uint8_t>*>(bits_ + i);
-    uint8_t bits = byte->exchange(0, std::memory_order_acq_rel);
+  for (uint64_t i = word_count_ * 8; i < size_; ++i) {
+    if (Byte(i).load(std::memory_order_relaxed) == 0) continue;
+    uint8_t bits = Byte(i).exchange(0, std::memory_order_acq_rel);
     while (bits != 0) {
       const int b = __builtin_ctz(bits);
       bits &= bits - 1;

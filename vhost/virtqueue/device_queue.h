@@ -102,13 +102,23 @@ class DeviceQueue {
   // The index of the next available entry to consume (SET/GET_VRING_BASE).
   uint16_t next_avail() const { return next_avail_; }
   void set_next_avail(uint16_t idx) { next_avail_ = idx; }
+  // The driver's current avail->idx (acquire), or next_avail() when the
+  // queue is not set up. For diagnostics and "is there work" checks.
+  uint16_t avail_idx() const;
   // The used index the device will write next (equal to next_avail() once
   // every popped chain has been pushed).
   uint16_t next_used() const { return next_used_; }
-  void set_next_used(uint16_t idx) { next_used_ = idx; }
+  void set_next_used(uint16_t idx) {
+    next_used_ = idx;
+    signalled_used_valid_ = false;
+  }
 
   // Pops the next available chain, or nullopt if the driver has made none
-  // available (or the queue is broken / not set up).
+  // available (or the queue is broken / not set up). With EVENT_IDX and
+  // notifications enabled, Pop keeps avail_event at the next entry, and an
+  // empty result is only returned after avail_event was published and
+  // avail->idx re-read behind a full fence, so the caller may then sleep
+  // until the next kick.
   std::optional<DescriptorChain> Pop();
 
   // Publishes a used element for `head` with `written` bytes and logs the
@@ -129,7 +139,22 @@ class DeviceQueue {
   void SetNotification(bool enabled);
 
  private:
-  void MarkDirty(uint64_t gpa, uint64_t len);
+  // Translates the three ring parts of `layout` in `memory`.
+  absl::Status MapRing(const GuestMemoryMap& memory, const VringLayout& layout);
+  // Walks the chain starting at `head` into `chain`; on error returns the
+  // reason (the caller clears the buffers).
+  absl::Status WalkChain(uint16_t head, DescriptorChain* chain) const;
+  // Writes a used element (without publishing the index).
+  void WriteUsedElem(const DescriptorChain& chain, uint32_t written,
+                     DirtyLog* log);
+  // The single write path's logging step: every guest-memory write made by
+  // the device through this queue is marked here.
+  static void MarkDirty(DirtyLog* log, uint64_t gpa, uint64_t len);
+  // Ring-part host pointers and guest addresses of the event fields.
+  uint16_t* avail_ring() const;
+  uint16_t* used_event() const;   // in the avail ring (driver writes)
+  uint16_t* avail_event() const;  // in the used ring (device writes)
+  uint64_t avail_event_gpa() const;
 
   GuestMemoryMap memory_;
   VringLayout layout_;
@@ -140,6 +165,8 @@ class DeviceQueue {
   uint16_t next_used_ = 0;
   uint16_t signalled_used_ = 0;
   bool signalled_used_valid_ = false;
+  // Whether the device currently asks for kicks (SetNotification).
+  bool notification_enabled_ = true;
   // Host pointers of the ring parts (valid while memory_ holds them).
   void* desc_ = nullptr;
   void* avail_ = nullptr;

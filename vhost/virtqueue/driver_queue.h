@@ -10,6 +10,7 @@
 #ifndef VHOSTMIG_VHOST_VIRTQUEUE_DRIVER_QUEUE_H_
 #define VHOSTMIG_VHOST_VIRTQUEUE_DRIVER_QUEUE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -77,8 +78,21 @@ class DriverQueue {
   // call (avail_event with EVENT_IDX, else !VRING_USED_F_NO_NOTIFY).
   bool NeedsKick();
 
-  // Next used element, or nullopt. Frees its descriptors.
+  // Next used element, or nullopt. Frees its descriptors. With EVENT_IDX
+  // and interrupts enabled, nullopt is only returned after used_event was
+  // published and used->idx re-read behind a full fence, so the caller may
+  // then wait for an interrupt. A used element
+  // whose id is not an in-flight head (a buggy or hostile device) is
+  // skipped and counted in bad_used_count().
   std::optional<UsedElement> PollUsed();
+
+  // Asks the device for interrupts (true, the default) or suppresses them:
+  // VRING_AVAIL_F_NO_INTERRUPT, or with EVENT_IDX, used_event left behind.
+  // After enabling, poll once more: the device may have used entries before
+  // it saw the change (virtio 1.2, 2.7.10).
+  void SetInterruptsEnabled(bool enabled);
+
+  uint64_t bad_used_count() const { return bad_used_; }
 
   // Free descriptors left.
   uint16_t free_count() const;
@@ -87,14 +101,34 @@ class DriverQueue {
   absl::Status WriteGuest(uint64_t gpa, const void* src, uint64_t len);
 
  private:
+  // Maps the ring parts and resets the bookkeeping for `size` entries.
+  absl::Status MapRing(const GuestMemoryMap& memory, uint64_t ring_gpa,
+                       uint16_t size, bool event_idx,
+                       std::shared_ptr<DirtyLog> guest_dirty);
+  // Stores a 16-bit ring field shared with the device and logs it.
+  void Store16(uint16_t* host, uint64_t gpa, uint16_t value,
+               std::memory_order order);
+  void WriteDesc(uint64_t table_gpa, uint16_t index, uint64_t addr,
+                 uint32_t len, uint16_t flags, uint16_t next);
+
   GuestMemoryMap memory_;
   VringLayout layout_;
   std::shared_ptr<DirtyLog> guest_dirty_;
   uint16_t next_avail_ = 0;
   uint16_t last_used_ = 0;
   uint16_t kick_mark_ = 0;
+  bool interrupts_enabled_ = true;
+  uint64_t bad_used_ = 0;
   std::vector<uint16_t> free_;          // stack of free descriptor indices
   std::vector<uint16_t> chain_length_;  // by head: descriptors in its chain
+                                        // (0: not in flight)
+  // Our own copy of each descriptor's next index: freeing a chain must not
+  // trust the descriptor table, which the device could have scribbled on.
+  std::vector<uint16_t> shadow_next_;
+  // Host pointers of the ring parts.
+  uint8_t* desc_ = nullptr;
+  uint16_t* avail_ = nullptr;  // flags, idx, ring[size], used_event
+  uint8_t* used_ = nullptr;    // flags, idx, ring[size], avail_event
 };
 
 }  // namespace vhostmig::vhost

@@ -1,0 +1,23 @@
+// The `vhostmig` CLI's subcommands. Each lives in its own file and is listed
+// once in main.cc's table; adding one (migrate, bench, demo, ...) means a
+// new file with a Run function and one table line.
+//
+// A subcommand gets argv with argv[0] set to "vhostmig <name>" and parses
+// its own flags (absl flags defined in its file).
+#ifndef VHOSTMIG_MIGRATION_CLI_SUBCOMMAND_H_
+#define VHOSTMIG_MIGRATION_CLI_SUBCOMMAND_H_
+
+namespace vhostmig::cli {
+
+struct Subcommand {
+  const char* name;
+  const char* summary;
+  int (*run)(int argc, char** argv);
+};
+
+// probe.cc
+int RunProbe(int argc, char** argv);
+
+}  // namespace vhostmig::cli
+
+#endif  // VHOSTMIG_MIGRATION_CLI_SUBCOMMAND_H_

@@ -45,7 +45,11 @@ absl::Status Loopback::Connect(const vhost::GuestMemoryMap& memory,
     auto vring = std::make_unique<LoopbackVring>(static_cast<int>(i), &memory_);
     vring->queue().set_next_avail(0);
     vring->queue().set_next_used(0);
-    absl::Status status = vring->queue().Setup(memory_, layouts[i]);
+    // Like a front-end that sets VHOST_VRING_F_LOG on every ring, so
+    // SetLog() below covers used-ring writes too.
+    vhost::VringLayout layout = layouts[i];
+    layout.log_used_gpa = layout.used_gpa;
+    absl::Status status = vring->queue().Setup(memory_, layout);
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrFormat("loopback ring %d: %s",
                                                          i, status.message()));

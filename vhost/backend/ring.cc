@@ -83,6 +83,9 @@ absl::Status BackendRing::SetUpQueue(const GuestMemoryMap& memory,
   ASSIGN_OR_RETURN(
       layout.used_gpa,
       memory.FrontendToGuest(addr_->used_user_addr, UsedBytes(size_)));
+  if ((addr_->flags & kVringAddrFlagLog) != 0) {
+    layout.log_used_gpa = addr_->log_guest_addr;
+  }
   RETURN_IF_ERROR(queue_.Setup(memory, layout));
   memory_ = memory;
   return absl::OkStatus();

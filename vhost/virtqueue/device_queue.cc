@@ -181,6 +181,13 @@ void DeviceQueue::MarkDirty(DirtyLog* log, uint64_t gpa, uint64_t len) {
   if (log != nullptr) log->MarkRange(gpa, len);
 }
 
+void DeviceQueue::MarkUsedDirty(DirtyLog* log, uint64_t offset,
+                                uint64_t len) const {
+  if (log != nullptr && layout_.log_used_gpa.has_value()) {
+    log->MarkRange(*layout_.log_used_gpa + offset, len);
+  }
+}
+
 uint16_t* DeviceQueue::avail_ring() const {
   return static_cast<vring_avail*>(avail_)->ring;
 }
@@ -191,8 +198,8 @@ uint16_t* DeviceQueue::avail_event() const {
   return reinterpret_cast<uint16_t*>(static_cast<vring_used*>(used_)->ring +
                                      layout_.size);
 }
-uint64_t DeviceQueue::avail_event_gpa() const {
-  return layout_.used_gpa + 4 + 8ull * layout_.size;
+uint64_t DeviceQueue::avail_event_offset() const {
+  return 4 + 8ull * layout_.size;
 }
 
 uint16_t DeviceQueue::avail_idx() const {
@@ -325,7 +332,7 @@ std::optional<DescriptorChain> DeviceQueue::Pop() {
     if (Load16(avail_event(), std::memory_order_relaxed) != next_avail_) {
       Store16(avail_event(), next_avail_, std::memory_order_relaxed);
       std::shared_ptr<DirtyLog> log = std::atomic_load(&log_);
-      MarkDirty(log.get(), avail_event_gpa(), sizeof(uint16_t));
+      MarkUsedDirty(log.get(), avail_event_offset(), sizeof(uint16_t));
     }
     std::atomic_thread_fence(std::memory_order_seq_cst);
     avail_idx = Load16(&avail->idx, std::memory_order_acquire);
@@ -347,7 +354,7 @@ std::optional<DescriptorChain> DeviceQueue::Pop() {
     // available (virtio 1.2, 2.7.10).
     Store16(avail_event(), next_avail_, std::memory_order_relaxed);
     std::shared_ptr<DirtyLog> log = std::atomic_load(&log_);
-    MarkDirty(log.get(), avail_event_gpa(), sizeof(uint16_t));
+    MarkUsedDirty(log.get(), avail_event_offset(), sizeof(uint16_t));
   }
   absl::Status status = WalkChain(chain.head, &chain);
   if (!status.ok()) {
@@ -378,7 +385,7 @@ void DeviceQueue::WriteUsedElem(const DescriptorChain& chain, uint32_t written,
   elem.len = written;
   std::memcpy(&static_cast<vring_used*>(used_)->ring[slot], &elem,
               sizeof(elem));
-  MarkDirty(log, layout_.used_gpa + 4 + 8ull * slot, sizeof(elem));
+  MarkUsedDirty(log, 4 + 8ull * slot, sizeof(elem));
   ++next_used_;
 }
 
@@ -397,7 +404,7 @@ void DeviceQueue::PushUsedBatch(
   // buffer contents (virtio 1.2, 2.7.8.2).
   Store16(&static_cast<vring_used*>(used_)->idx, next_used_,
           std::memory_order_release);
-  MarkDirty(log.get(), layout_.used_gpa + 2, sizeof(uint16_t));
+  MarkUsedDirty(log.get(), 2, sizeof(uint16_t));
 }
 
 bool DeviceQueue::NeedsNotification() {
@@ -431,7 +438,7 @@ void DeviceQueue::SetNotification(bool enabled) {
     // not moving avail_event forward. Enabling points it at the next entry.
     if (enabled) {
       Store16(avail_event(), next_avail_, std::memory_order_relaxed);
-      MarkDirty(log.get(), avail_event_gpa(), sizeof(uint16_t));
+      MarkUsedDirty(log.get(), avail_event_offset(), sizeof(uint16_t));
     }
   } else {
     auto* used = static_cast<vring_used*>(used_);
@@ -439,7 +446,7 @@ void DeviceQueue::SetNotification(bool enabled) {
     const uint16_t new_flags = enabled ? (flags & ~VRING_USED_F_NO_NOTIFY)
                                        : (flags | VRING_USED_F_NO_NOTIFY);
     Store16(&used->flags, new_flags, std::memory_order_relaxed);
-    MarkDirty(log.get(), layout_.used_gpa, sizeof(uint16_t));
+    MarkUsedDirty(log.get(), 0, sizeof(uint16_t));
   }
   if (enabled) {
     // Pairs with the driver's barrier between publishing avail->idx and

@@ -49,6 +49,11 @@ struct VringLayout {
   uint64_t used_gpa = 0;
   bool event_idx = false;      // VIRTIO_RING_F_EVENT_IDX negotiated
   bool indirect_desc = false;  // VIRTIO_RING_F_INDIRECT_DESC negotiated
+  // Where writes to the used ring are logged: SET_VRING_ADDR's
+  // log_guest_addr when its VHOST_VRING_F_LOG flag is set (vhost-user.rst,
+  // "Migration"). Unset: used-ring writes are not logged, buffer writes
+  // still are while a log is attached.
+  std::optional<uint64_t> log_used_gpa;
 };
 
 // A buffer of a chain: host address for data access, guest address for
@@ -154,7 +159,9 @@ class DeviceQueue {
   uint16_t* avail_ring() const;
   uint16_t* used_event() const;   // in the avail ring (driver writes)
   uint16_t* avail_event() const;  // in the used ring (device writes)
-  uint64_t avail_event_gpa() const;
+  uint64_t avail_event_offset() const;
+  // Marks [offset, offset+len) of the used ring at layout_.log_used_gpa.
+  void MarkUsedDirty(DirtyLog* log, uint64_t offset, uint64_t len) const;
 
   GuestMemoryMap memory_;
   VringLayout layout_;

@@ -61,6 +61,7 @@ class VirtqueueTest : public ::testing::TestWithParam<Features> {
     ASSERT_TRUE(driver_.Init(memory_, kRingGpa, size, event_idx).ok());
     VringLayout layout = driver_.layout();
     layout.indirect_desc = true;
+    layout.log_used_gpa = layout.used_gpa;  // SET_VRING_ADDR with LOG flag
     ASSERT_TRUE(device_.Setup(memory_, layout).ok());
   }
 
@@ -255,6 +256,37 @@ TEST_P(VirtqueueTest, UsedRingAndWrittenPagesAreLoggedAndNothingElse) {
   const uint64_t used_page = driver_.layout().used_gpa / kPage;
   EXPECT_EQ(pages,
             (std::vector<uint64_t>{used_page, w / kPage, w / kPage + 1}));
+}
+
+TEST_P(VirtqueueTest, UsedRingIsLoggedOnlyWithTheLogFlagAndAtLogGuestAddr) {
+  auto log = *DirtyLog::Create(0x300000);
+  device_.SetLog(log);
+  auto round_trip = [&](uint64_t buf) {
+    ASSERT_TRUE(driver_.Add({}, {{buf, 8}}, Indirect()).ok());
+    auto chain = device_.Pop();
+    ASSERT_TRUE(chain.has_value() && chain->status.ok());
+    device_.PushUsed(*chain, 8);
+    ASSERT_TRUE(driver_.PollUsed().has_value());
+  };
+  // Without VHOST_VRING_F_LOG only the written buffer is logged.
+  VringLayout layout = driver_.layout();
+  layout.indirect_desc = true;
+  layout.log_used_gpa.reset();
+  device_.set_next_avail(device_.next_avail());
+  ASSERT_TRUE(device_.Setup(memory_, layout).ok());
+  round_trip(kBufGpa);
+  std::vector<uint64_t> pages;
+  log->Harvest([&](uint64_t p) { pages.push_back(p); });
+  EXPECT_EQ(pages, (std::vector<uint64_t>{kBufGpa / kPage}));
+  // With it, used-ring writes are logged at log_guest_addr, which the
+  // front-end chose (here deliberately not the ring's own address).
+  const uint64_t log_addr = 0x200000;
+  layout.log_used_gpa = log_addr;
+  ASSERT_TRUE(device_.Setup(memory_, layout).ok());
+  round_trip(kBufGpa);
+  pages.clear();
+  log->Harvest([&](uint64_t p) { pages.push_back(p); });
+  EXPECT_EQ(pages, (std::vector<uint64_t>{kBufGpa / kPage, log_addr / kPage}));
 }
 
 TEST_P(VirtqueueTest, EachLogReceivesOnlyTheWritesMadeWhileAttached) {

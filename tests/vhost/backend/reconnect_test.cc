@@ -17,16 +17,22 @@
 namespace vhostmig::vhost::testing {
 namespace {
 
+// Not under $TEST_TMPDIR: a unix socket path must fit in sun_path (108
+// bytes), which Bazel's output base does not guarantee.
 std::string TempSocketPath() {
-  const char* dir = getenv("TEST_TMPDIR");
-  return absl::StrCat(dir ? dir : "/tmp", "/vhost-", getpid(), ".sock");
+  static int counter = 0;
+  return absl::StrCat("/tmp/vhostmig-reconnect-", getpid(), "-", ++counter,
+                      ".sock");
 }
 
 TEST(ReconnectTest, DisconnectResetsDeviceAndNextConnectionIsServed) {
   EchoDevice device;
   BackendServer server(&device);
   const std::string path = TempSocketPath();
-  ASSERT_TRUE(server.Listen(path).ok());
+  {
+    absl::Status listen = server.Listen(path);
+    ASSERT_TRUE(listen.ok()) << listen;
+  }
   absl::Status serve_status;
   std::thread serving([&] { serve_status = server.Serve(); });
 
@@ -52,7 +58,10 @@ TEST(ReconnectTest, ExitOnDisconnectMakesServeReturn) {
   options.exit_on_disconnect = true;
   BackendServer server(&device, options);
   const std::string path = TempSocketPath() + "2";
-  ASSERT_TRUE(server.Listen(path).ok());
+  {
+    absl::Status listen = server.Listen(path);
+    ASSERT_TRUE(listen.ok()) << listen;
+  }
   absl::Status serve_status = absl::UnknownError("not run");
   std::thread serving([&] { serve_status = server.Serve(); });
   {

@@ -4,10 +4,10 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <ctime>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"

@@ -1,0 +1,55 @@
+// StateLoader: the load half of the fs device's DEVICE_STATE. Reads a
+// stream written by StateWriter (proto/fs_state.proto, docs/state-format.md)
+// frame by frame as it arrives on the channel fd, validates every record
+// into staging tables, and only once the end marker and end of stream were
+// seen and the whole state is consistent, installs it into the (fresh)
+// PassthroughFs: inodes and handles as *migrated* entries that are
+// re-opened and verified on first use (passthrough_fs.h), the id counters
+// and the FUSE session. Under --migration-on-error=abort every entry is
+// re-opened before Load returns and any failure fails the load.
+//
+// The stream is untrusted. Load fails, naming the frame or record, on: wrong
+// magic, a format version this build cannot read, truncated or corrupted
+// frames, malformed chunks, duplicate node ids or handles, names that are
+// not single components, unknown parents, parent cycles, handles on unknown
+// nodes, counters not above every id, a missing or inconsistent end marker,
+// bytes after it, and a FUSE session this daemon cannot serve. On failure
+// the tables are left empty (as before the load) and nothing on disk was
+// changed: loading only opens files.
+//
+// Not thread-safe; meant for the state worker thread before the rings start.
+#ifndef VHOSTMIG_FS_DEVICE_STATE_LOADER_H_
+#define VHOSTMIG_FS_DEVICE_STATE_LOADER_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "fs_device/passthrough_fs.h"
+
+namespace vhostmig::fs {
+
+// A bound on what a stream may make the destination allocate.
+inline constexpr uint64_t kMaxStateRecords = 1ull << 24;
+
+struct StateLoadStats {
+  uint64_t inodes = 0;
+  uint64_t handles = 0;
+  uint64_t frames = 0;
+  uint64_t bytes = 0;
+};
+
+class StateLoader {
+ public:
+  explicit StateLoader(PassthroughFs* fs) : fs_(fs) {}
+
+  absl::Status Load(int fd);
+  const StateLoadStats& stats() const { return stats_; }
+
+ private:
+  PassthroughFs* const fs_;
+  StateLoadStats stats_;
+};
+
+}  // namespace vhostmig::fs
+
+#endif  // VHOSTMIG_FS_DEVICE_STATE_LOADER_H_

@@ -1,0 +1,63 @@
+// StateWriter: the save half of the fs device's DEVICE_STATE. Writes the
+// inode table, the handle table, the id counters and the FUSE session to a
+// channel fd in the format of proto/fs_state.proto (docs/state-format.md):
+// a StateHeader frame, then StateChunk frames of at most kRecordsPerChunk
+// records, the last one with the counters, the session and the end marker.
+//
+// Streamed: one chunk is built, written and dropped at a time. Locations
+// come from the LocationGatherer (prepared while the guest ran); only the
+// entries that changed since are located here, while the device is stopped.
+// The tables are only read: after a save the source can resume unchanged.
+//
+// Errors: the channel's write errors (EPIPE when the reader went away).
+// Not thread-safe; meant to run on the state worker thread while the rings
+// are stopped.
+#ifndef VHOSTMIG_FS_DEVICE_STATE_WRITER_H_
+#define VHOSTMIG_FS_DEVICE_STATE_WRITER_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "fs_device/fs_config.h"
+#include "fs_device/location_gatherer.h"
+#include "fs_device/passthrough_fs.h"
+
+namespace vhostmig::fs {
+
+inline constexpr uint32_t kStateMagic = 0x53464D56;  // "VMFS"
+// The format this build writes, and the oldest format it still reads.
+// docs/state-format.md says when each changes.
+inline constexpr uint32_t kStateFormatVersion = 1;
+inline constexpr uint32_t kOldestReadableStateVersion = 1;
+// What this build's streams declare as the oldest reader able to load them.
+inline constexpr uint32_t kOldestCompatibleStateVersion = 1;
+inline constexpr size_t kRecordsPerChunk = 1024;
+
+struct StateWriteStats {
+  uint64_t inodes = 0;
+  uint64_t handles = 0;
+  // Inodes whose location was found during the save (not prepared before).
+  uint64_t located_during_save = 0;
+  uint64_t unlocated = 0;  // records without any location
+  uint64_t chunks = 0;
+  uint64_t bytes = 0;
+};
+
+class StateWriter {
+ public:
+  StateWriter(PassthroughFs* fs, MigrationMode mode, LocationGatherer* gatherer)
+      : fs_(fs), mode_(mode), gatherer_(gatherer) {}
+
+  absl::Status Write(int fd);
+  const StateWriteStats& stats() const { return stats_; }
+
+ private:
+  PassthroughFs* const fs_;
+  const MigrationMode mode_;
+  LocationGatherer* const gatherer_;
+  StateWriteStats stats_;
+};
+
+}  // namespace vhostmig::fs
+
+#endif  // VHOSTMIG_FS_DEVICE_STATE_WRITER_H_

@@ -20,7 +20,7 @@ creates:
 See docs/testing.md for how the clang build is selected.
 """
 
-def cc_fuzz_target(name, srcs, deps = [], corpus = [], copts = [], size = "small", tags = [], **kwargs):
+def cc_fuzz_target(name, srcs, deps = [], corpus = [], copts = [], size = "small", tags = [], env = {}, **kwargs):
     """Declares a fuzz target, its replay test and its libFuzzer binary.
 
     Args:
@@ -31,6 +31,7 @@ def cc_fuzz_target(name, srcs, deps = [], corpus = [], copts = [], size = "small
       copts: extra compiler options for both builds.
       size: size of the replay test.
       tags: extra tags for the replay test.
+      env: environment of the replay test (e.g. FUZZ_REPLAY_MUTATIONS).
       **kwargs: passed to both rules (e.g. visibility).
     """
     native.filegroup(
@@ -54,6 +55,7 @@ def cc_fuzz_target(name, srcs, deps = [], corpus = [], copts = [], size = "small
         data = [":" + name + "_corpus"],
         args = ["$(locations :%s_corpus)" % name] if corpus else [],
         size = size,
+        env = env,
         tags = tags + ["fuzz_replay"],
         **kwargs
     )

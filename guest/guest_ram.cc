@@ -66,6 +66,27 @@ absl::StatusOr<uint64_t> GuestRam::Allocate(uint64_t len, uint64_t align) {
       align, allocated_bytes_));
 }
 
+absl::Status GuestRam::AllocateAt(uint64_t gpa, uint64_t len) {
+  if (len == 0) len = 1;
+  absl::MutexLock lock(&mu_);
+  auto it = free_.upper_bound(gpa);
+  if (it != free_.begin()) {
+    --it;
+    const uint64_t start = it->first;
+    const uint64_t end = start + it->second;
+    if (gpa >= start && gpa - start <= it->second && end - gpa >= len) {
+      free_.erase(it);
+      if (gpa > start) free_[start] = gpa - start;
+      if (gpa + len < end) free_[gpa + len] = end - (gpa + len);
+      allocated_[gpa] = len;
+      allocated_bytes_ += len;
+      return absl::OkStatus();
+    }
+  }
+  return absl::FailedPreconditionError(
+      absl::StrFormat("guest RAM: [0x%x, +0x%x) is not free", gpa, len));
+}
+
 void GuestRam::Free(uint64_t gpa) {
   absl::MutexLock lock(&mu_);
   auto it = allocated_.find(gpa);

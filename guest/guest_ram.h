@@ -49,8 +49,13 @@ class GuestRam {
   // A buffer of `len` bytes aligned to `align` (a power of two) inside one
   // region. ResourceExhausted when no region has a large enough free range.
   absl::StatusOr<uint64_t> Allocate(uint64_t len, uint64_t align = 64);
-  // Returns a buffer from Allocate(). Unknown addresses are ignored (and
-  // counted, see bad_frees()).
+  // Reserves exactly [gpa, gpa+len) (as Allocate would return it), for
+  // memory whose place is fixed by a layout, e.g. a guest area that must
+  // sit in a given region. FailedPrecondition if any byte is in use or
+  // unbacked.
+  absl::Status AllocateAt(uint64_t gpa, uint64_t len);
+  // Returns a buffer from Allocate() or AllocateAt(). Unknown addresses are
+  // ignored (and counted, see bad_frees()).
   void Free(uint64_t gpa);
 
   // Bytes currently allocated (for leak checks in tests).

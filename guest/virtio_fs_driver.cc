@@ -169,6 +169,37 @@ absl::StatusOr<std::unique_ptr<VirtioFsDriver>> VirtioFsDriver::Create(
   return driver;
 }
 
+absl::StatusOr<VirtioFsDriver::State> VirtioFsDriver::SaveState() const {
+  if (!pending_.empty()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "driver state: %d requests in flight", pending_.size()));
+  }
+  State state;
+  for (const auto& q : queues_) state.queues.push_back(q->SaveState());
+  state.next_unique = next_unique_;
+  state.init_out = init_out_;
+  return state;
+}
+
+absl::Status VirtioFsDriver::RestoreState(const State& state) {
+  if (!pending_.empty()) {
+    return absl::FailedPreconditionError("restore with requests in flight");
+  }
+  if (state.queues.size() != queues_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("driver state has %d queues, the driver %d",
+                        state.queues.size(), queues_.size()));
+  }
+  for (size_t q = 0; q < queues_.size(); ++q) {
+    RETURN_IF_ERROR(queues_[q]->RestoreState(
+        ram_->memory(), ring_gpas_[q], options_.queue_size, options_.event_idx,
+        state.queues[q], options_.guest_dirty));
+  }
+  next_unique_ = state.next_unique;
+  init_out_ = state.init_out;
+  return absl::OkStatus();
+}
+
 vhost::VringLayout VirtioFsDriver::QueueLayout(uint32_t q) const {
   vhost::VringLayout layout = queues_[q]->layout();
   layout.indirect_desc = options_.indirect_desc;

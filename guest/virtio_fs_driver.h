@@ -133,6 +133,22 @@ class VirtioFsDriver {
   GuestRam& ram() { return *ram_; }
   const VirtioFsDriverOptions& options() const { return options_; }
 
+  // ---- Migration ----
+
+  // What the driver keeps outside guest memory: per-queue ring bookkeeping,
+  // the next FUSE unique and the negotiated session. Taken at a quiescent
+  // point (no request in flight: FailedPrecondition otherwise).
+  struct State {
+    std::vector<vhost::DriverQueue::State> queues;
+    uint64_t next_unique = 1;
+    fuse_init_out init_out{};
+  };
+  absl::StatusOr<State> SaveState() const;
+  // Rebuilds the queues from the rings already in guest memory (the same
+  // layout Create chose, e.g. on a migration destination whose RAM was
+  // filled with the source's pages) and `state`. Writes no guest memory.
+  absl::Status RestoreState(const State& state);
+
   // ---- Raw requests ----
 
   // One request of `opcode` on `queue` whose body (after fuse_in_header) is

@@ -1,0 +1,114 @@
+#include "migration/page_extent.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
+namespace vhostmig::migration {
+
+bool IsZeroPage(const uint8_t* p) {
+  uint64_t acc = 0;
+  for (size_t i = 0; i < kPageSize; i += 64) {
+    uint64_t w[8];
+    std::memcpy(w, p + i, sizeof(w));
+    acc |= w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7];
+    if (acc != 0) return false;
+  }
+  return true;
+}
+
+absl::Status ExtentBuilder::AddPage(uint64_t page) {
+  ASSIGN_OR_RETURN(uint8_t * host,
+                   memory_->Translate(page * kPageSize, kPageSize));
+  const bool zero = IsZeroPage(host);
+  const uint32_t flags = flags_ | (zero ? kZero : 0u);
+  if (!extents_.empty()) {
+    PageExtent& last = extents_.back();
+    const bool adjacent = last.first_page + last.page_count == page &&
+                          memory_
+                              ->Translate(last.first_page * kPageSize,
+                                          (last.page_count + 1) * kPageSize)
+                              .ok();
+    if (adjacent && last.flags == flags &&
+        (zero || last.page_count < max_data_pages_)) {
+      ++last.page_count;
+      if (!zero) {
+        last.data.append(reinterpret_cast<const char*>(host), kPageSize);
+        data_bytes_ += kPageSize;
+      }
+      return absl::OkStatus();
+    }
+  }
+  PageExtent e;
+  e.first_page = page;
+  e.page_count = 1;
+  e.flags = flags;
+  if (!zero) {
+    e.data.assign(reinterpret_cast<const char*>(host), kPageSize);
+    data_bytes_ += kPageSize;
+  }
+  extents_.push_back(std::move(e));
+  return absl::OkStatus();
+}
+
+std::vector<PageExtent> ExtentBuilder::Take() {
+  std::vector<PageExtent> out;
+  out.swap(extents_);
+  data_bytes_ = 0;
+  return out;
+}
+
+absl::Status ApplyExtent(const PageExtent& e,
+                         const vhost::GuestMemoryMap& memory,
+                         std::vector<uint64_t>* received) {
+  if ((e.flags & ~kKnownPageFlags) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page extent at page ", e.first_page, ": unknown flags 0x",
+                     absl::Hex(e.flags & ~kKnownPageFlags)));
+  }
+  if (e.page_count == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page extent at page ", e.first_page, " is empty"));
+  }
+  const uint64_t expected_data =
+      (e.flags & kZero) ? 0 : uint64_t{e.page_count} * kPageSize;
+  if (e.data.size() != expected_data) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page extent at page ", e.first_page, " (", e.page_count,
+        " pages, flags 0x", absl::Hex(e.flags), "): ", e.data.size(),
+        " data bytes, expected ", expected_data));
+  }
+  if (e.first_page > (UINT64_MAX / kPageSize) - e.page_count) {
+    return absl::InvalidArgumentError("page extent overflows guest addresses");
+  }
+  const bool resend = (e.flags & kDirtySinceLastRound) != 0;
+  const uint64_t end = e.first_page + e.page_count;
+  if (received->size() * 64 < end) received->resize((end + 63) / 64, 0);
+  for (uint64_t p = e.first_page; p < end; ++p) {
+    const bool had = ((*received)[p / 64] >> (p % 64)) & 1;
+    if (had != resend) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page ", p, ": ",
+                       resend ? "resent (kDirtySinceLastRound) but never sent"
+                              : "sent as a first copy but already received"));
+    }
+  }
+  // Ranges may span adjacent regions; Write checks that every byte is backed.
+  const uint64_t gpa = e.first_page * kPageSize;
+  const uint64_t len = uint64_t{e.page_count} * kPageSize;
+  if (e.flags & kZero) {
+    for (uint64_t off = 0; off < len; off += kPageSize) {
+      ASSIGN_OR_RETURN(uint8_t * host, memory.Translate(gpa + off, kPageSize));
+      std::memset(host, 0, kPageSize);
+    }
+  } else {
+    RETURN_IF_ERROR(memory.Write(gpa, e.data.data(), len));
+  }
+  for (uint64_t p = e.first_page; p < end; ++p) {
+    (*received)[p / 64] |= uint64_t{1} << (p % 64);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace vhostmig::migration

@@ -2,10 +2,34 @@
 
 #include <cstring>
 
+#include "absl/base/dynamic_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 
 namespace vhostmig::migration {
+namespace {
+
+// Pre-copy reads guest RAM while the guest runs (with the synthetic guest,
+// a vCPU thread of this very process writes it meanwhile). That race is the
+// design, not a bug: a page written during its copy is dirty again and sent
+// again, and the last round runs with the guest stopped (DESIGN.md,
+// "Migration, source side"), as a hypervisor reads a running VM's memory.
+// ThreadSanitizer cannot know that, so these reads, and only these, are
+// hidden from it (the annotations are empty without -fsanitize=thread).
+class RacyGuestRamReads {
+ public:
+  RacyGuestRamReads() { ABSL_ANNOTATE_IGNORE_READS_BEGIN(); }
+  ~RacyGuestRamReads() { ABSL_ANNOTATE_IGNORE_READS_END(); }
+  RacyGuestRamReads(const RacyGuestRamReads&) = delete;
+  RacyGuestRamReads& operator=(const RacyGuestRamReads&) = delete;
+};
+
+bool IsZeroGuestPage(const uint8_t* p) {
+  const RacyGuestRamReads racy;
+  return IsZeroPage(p);
+}
+
+}  // namespace
 
 bool IsZeroPage(const uint8_t* p) {
   uint64_t acc = 0;
@@ -21,7 +45,7 @@ bool IsZeroPage(const uint8_t* p) {
 absl::Status ExtentBuilder::AddPage(uint64_t page) {
   ASSIGN_OR_RETURN(uint8_t * host,
                    memory_->Translate(page * kPageSize, kPageSize));
-  const bool zero = IsZeroPage(host);
+  const bool zero = IsZeroGuestPage(host);
   const uint32_t flags = flags_ | (zero ? kZero : 0u);
   if (!extents_.empty()) {
     PageExtent& last = extents_.back();
@@ -34,6 +58,7 @@ absl::Status ExtentBuilder::AddPage(uint64_t page) {
         (zero || last.page_count < max_data_pages_)) {
       ++last.page_count;
       if (!zero) {
+        const RacyGuestRamReads racy;
         last.data.append(reinterpret_cast<const char*>(host), kPageSize);
         data_bytes_ += kPageSize;
       }
@@ -45,6 +70,7 @@ absl::Status ExtentBuilder::AddPage(uint64_t page) {
   e.page_count = 1;
   e.flags = flags;
   if (!zero) {
+    const RacyGuestRamReads racy;
     e.data.assign(reinterpret_cast<const char*>(host), kPageSize);
     data_bytes_ += kPageSize;
   }

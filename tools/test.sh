@@ -9,7 +9,9 @@
 # Phases (each skipped, with a note, once the time budget is running out):
 #   1. bazel test //...                        every test, GCC
 #   2. --config=asan_ubsan, small/medium tests the unit tests under ASan+UBSan
-#   3. --config=tsan, tests tagged "tsan"      threaded tests under TSan
+#   3. --config=tsan, tests tagged "tsan"      threaded tests under TSan, linked
+#                                              against an abseil built with TSan
+#                                              (tools/tsan_absl.sh, cached)
 #   4. --config=fuzz, each *_libfuzzer target  a short libFuzzer run (clang)
 #
 # Environment:
@@ -20,7 +22,9 @@
 #   VHOSTMIG_TEST_TARGETS    target patterns instead of //... (space-separated)
 #
 # Ends with exactly one line `N passed, N failed, N skipped`; exits non-zero
-# when anything failed or did not build.
+# when anything failed or did not build. A phase left out (time budget, a
+# missing tool) prints `[PHASE] skipped phase: REASON` and counts as one
+# skipped test, so it shows in that line.
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -96,11 +100,34 @@ bazel_test_phase() {
   rm -f "${out}"
 }
 
+# Records that a whole phase was left out: prints why and counts one skip.
+# Arguments: phase name, reason.
+skip_phase() {
+  log "$1 left out: $2"
+  echo "[$1] skipped phase: $2" >&2
+  add_counts "0 0 1"
+}
+
+# The TSan pass: threaded tests, linked against Debian's abseil rebuilt with
+# -fsanitize=thread (tools/tsan_absl.sh; built once per machine and cached),
+# so that absl::Mutex synchronisation is visible to TSan.
+tsan_phase() {
+  local flags=() out start="${SECONDS}"
+  if ! out="$(bash "${REPO_DIR}/tools/tsan_absl.sh" --bazel-flags)"; then
+    skip_phase tsan "no TSan-instrumented abseil (tools/tsan_absl.sh failed, see above); without it absl::Mutex is invisible to TSan and its reports are not trustworthy"
+    return 0
+  fi
+  mapfile -t flags <<<"${out}"
+  log "tsan: instrumented abseil ready after $((SECONDS - start))s"
+  bazel_test_phase tsan --config=tsan "${flags[@]}" --build_tests_only \
+    --test_tag_filters=tsan "${TARGETS[@]}"
+}
+
 # Short libFuzzer runs of every cc_fuzz_target (tools/fuzz.bzl); each counts
 # as one test.
 fuzz_phase() {
   if ! command -v clang >/dev/null; then
-    log "fuzz: clang not installed, skipped"
+    skip_phase fuzz "clang not installed (tools/setup.sh installs it)"
     return 0
   fi
   local targets=()
@@ -211,20 +238,19 @@ main() {
         --test_size_filters=small,medium --test_tag_filters=-guest,-no_sanitizer \
         "${TARGETS[@]}"
     else
-      log "phase 2 (ASan+UBSan) left out: $(elapsed)s of ${BUDGET_S}s used"
+      skip_phase asan_ubsan "time budget: $(elapsed)s of ${BUDGET_S}s used (phase 2 starts only below 45%)"
     fi
     if within_budget 60; then
       log "phase 3: tests tagged tsan under TSan"
-      bazel_test_phase tsan --config=tsan --build_tests_only \
-        --test_tag_filters=tsan "${TARGETS[@]}"
+      tsan_phase
     else
-      log "phase 3 (TSan) left out: $(elapsed)s of ${BUDGET_S}s used"
+      skip_phase tsan "time budget: $(elapsed)s of ${BUDGET_S}s used (phase 3 starts only below 60%)"
     fi
     if within_budget 75; then
       log "phase 4: libFuzzer"
       fuzz_phase
     else
-      log "phase 4 (libFuzzer) left out: $(elapsed)s of ${BUDGET_S}s used"
+      skip_phase fuzz "time budget: $(elapsed)s of ${BUDGET_S}s used (phase 4 starts only below 75%)"
     fi
   fi
 

@@ -346,9 +346,11 @@ TEST_F(HostileRequestTest, RequestSplitIntoOneByteBuffersIsParsedTheSame) {
 TEST_F(HostileRequestTest, SetxattrWithAValueSizeMismatchFailsWithEinval) {
   fuse_setxattr_in in{};
   in.size = 100;
-  std::vector<uint8_t> body(
-      RawFuse::Struct(in).begin(),
-      RawFuse::Struct(in).begin() + FUSE_COMPAT_SETXATTR_IN_SIZE);
+  // The 8-byte compat form: one copy of the struct, cut. (Two calls to
+  // Struct() would be two temporaries, and a range spanning both undefined.)
+  const std::vector<uint8_t> whole = RawFuse::Struct(in);
+  std::vector<uint8_t> body(whole.begin(),
+                            whole.begin() + FUSE_COMPAT_SETXATTR_IN_SIZE);
   body = Cat(Cat(body, Name("user.x")), {'v'});
   EXPECT_EQ(raw_->Send(FUSE_SETXATTR, FUSE_ROOT_ID, body).header.error,
             -EINVAL);

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
+#include "vhost/memory/fd_extent.h"
 
 namespace vhostmig::vhost {
 namespace {
@@ -52,6 +53,10 @@ absl::StatusOr<std::shared_ptr<DirtyLog>> DirtyLog::Map(UniqueFd fd,
   if (__builtin_add_overflow(offset, size, &ignored)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "dirty log: offset 0x%x + size 0x%x overflows 64 bits", offset, size));
+  }
+  if (absl::Status s = CheckFdCovers(fd.get(), offset, size, "dirty log");
+      !s.ok()) {
+    return s;
   }
   // SET_LOG_BASE's offset need not be page aligned (vhost-user.rst, "Log
   // base address"); map from the page that holds it.

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/errno_status.h"
+#include "vhost/memory/fd_extent.h"
 
 namespace vhostmig::vhost {
 namespace {
@@ -105,6 +106,12 @@ absl::StatusOr<std::shared_ptr<MemoryRegion>> MemoryRegion::Map(
                              &ignored)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "memory region (", Describe(layout), "): range overflows 64 bits"));
+  }
+  if (absl::Status s =
+          CheckFdCovers(fd.get(), layout.mmap_offset, layout.memory_size,
+                        absl::StrCat("memory region (", Describe(layout), ")"));
+      !s.ok()) {
+    return s;
   }
   // mmap wants a page-aligned offset; map from the page holding mmap_offset
   // and point past the slack.

@@ -474,20 +474,33 @@ absl::Status SourceMigration::Restore() {
   }
   // Restart stopped rings where they stopped: the base is the next avail
   // index the device would have consumed, so nothing is lost or run twice.
+  absl::Status rings_restored = absl::OkStatus();
   for (const RingConfig& ring : rings_) {
     auto stopped = bases_.find(ring.index);
+    absl::Status s = absl::OkStatus();
     if (stopped != bases_.end()) {
-      keep(StartRing(f, ring.size, ring.addr, stopped->second, ring.kick_fd,
-                     ring.call_fd, /*log=*/ring_addrs_logged_));
+      s = StartRing(f, ring.size, ring.addr, stopped->second, ring.kick_fd,
+                    ring.call_fd, /*log=*/ring_addrs_logged_);
     } else if (disabled_.count(ring.index)) {
-      keep(f.SetVringEnable(ring.index, true));
+      s = f.SetVringEnable(ring.index, true);
     }
+    if (rings_restored.ok() && !s.ok()) rings_restored = s;
   }
   bases_.clear();
   disabled_.clear();
-  if (guest_paused_) {
+  if (guest_paused_ && !rings_restored.ok()) {
+    // The device is lost (e.g. its back-end died): a resumed guest would
+    // queue requests nobody serves. It stays paused; the VMM decides.
+    keep(absl::Status(
+        rings_restored.code(),
+        absl::StrCat("the device's rings could not be restarted "
+                     "(",
+                     rings_restored.message(), "); the guest stays paused")));
+  } else if (guest_paused_) {
     keep(vmm_->ResumeGuest());
     guest_paused_ = false;
+  } else {
+    keep(rings_restored);
   }
   if (log_all_set_) {
     // The Frontend re-enables its rings after this SET_FEATURES.

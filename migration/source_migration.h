@@ -32,7 +32,9 @@
 // started again at the bases GET_VRING_BASE returned (so no request is lost
 // or run twice), the guest resumes, LOG_ALL is cleared (a back-end may take
 // that as "migration cancelled") with the rings re-enabled, and ring
-// addresses lose the LOG flag. The destination is told with Abort.
+// addresses lose the LOG flag. The destination is told with Abort. If a
+// stopped ring cannot be restarted (the device is lost), the guest stays
+// paused and Run's error says so.
 //
 // Never both running: the destination starts on Commit only. If sending
 // Commit fails, the source cannot know whether it arrived, so it stays

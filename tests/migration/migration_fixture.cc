@@ -140,20 +140,39 @@ absl::StatusOr<std::unique_ptr<Backend>> MigrationTest::StartBackend(
 absl::StatusOr<std::unique_ptr<MigrationRun>> Migrate(
     const std::string& source_socket, const std::string& destination_socket,
     RunOptions options) {
-  auto run = std::make_unique<MigrationRun>();
-  ASSIGN_OR_RETURN(run->source_guest,
+  ASSIGN_OR_RETURN(auto source_guest,
                    guest::SyntheticGuest::Create(source_socket, options.guest));
-  RETURN_IF_ERROR(run->source_guest->RunSteps(options.warmup_steps));
-  if (options.run_vcpu) RETURN_IF_ERROR(run->source_guest->StartVcpu());
+  RETURN_IF_ERROR(source_guest->RunSteps(options.warmup_steps));
+  if (options.run_vcpu) RETURN_IF_ERROR(source_guest->StartVcpu());
+  return MigrateGuest(std::move(source_guest), destination_socket,
+                      std::move(options));
+}
+
+absl::StatusOr<std::unique_ptr<MigrationRun>> MigrateGuest(
+    std::unique_ptr<guest::SyntheticGuest> source_guest,
+    const std::string& destination_socket, RunOptions options) {
+  auto run = std::make_unique<MigrationRun>();
+  run->source_guest = std::move(source_guest);
   ASSIGN_OR_RETURN(auto incoming, guest::SyntheticGuest::CreateIncoming(
                                       destination_socket, options.guest));
   // The destination's vCPU stays parked after Start: the test drives the
   // workload there deterministically.
   run->destination_vmm = std::make_unique<SyntheticDestinationVmm>(
       std::move(incoming), /*start_vcpu=*/false);
-  auto ends = InProcessTransport::CreatePair();
+  auto ends = InProcessTransport::CreatePair(options.window_bytes);
   run->source_end = std::move(ends.first);
   run->destination_end = std::move(ends.second);
+  MemoryTransport* source_transport = run->source_end.get();
+  MemoryTransport* destination_transport = run->destination_end.get();
+  if (options.wrap_source_end) {
+    run->source_wrapper = options.wrap_source_end(source_transport);
+    source_transport = run->source_wrapper.get();
+  }
+  if (options.wrap_destination_end) {
+    run->destination_wrapper =
+        options.wrap_destination_end(destination_transport);
+    destination_transport = run->destination_wrapper.get();
+  }
   run->source_vmm =
       std::make_unique<SyntheticSourceVmm>(run->source_guest.get());
 
@@ -184,10 +203,10 @@ absl::StatusOr<std::unique_ptr<MigrationRun>> Migrate(
     }
   };
   run->source = std::make_unique<SourceMigration>(
-      run->source_vmm.get(), run->source_end.get(), options.source);
+      run->source_vmm.get(), source_transport, options.source);
   run->destination = std::make_unique<DestinationMigration>(
-      run->destination_vmm.get(), run->destination_end.get(),
-      options.destination);
+      run->destination_vmm.get(), destination_transport, options.destination);
+  if (options.before_run) options.before_run(*run);
   std::thread destination_thread(
       [r] { r->destination_status = r->destination->Run(); });
   run->source_status = run->source->Run();

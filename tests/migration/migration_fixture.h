@@ -71,6 +71,9 @@ struct MigrationRun {
   std::unique_ptr<SyntheticDestinationVmm> destination_vmm;
   std::unique_ptr<InProcessTransport> source_end;
   std::unique_ptr<InProcessTransport> destination_end;
+  // What RunOptions::wrap_*_end made of the ends (null when not wrapped).
+  std::unique_ptr<MemoryTransport> source_wrapper;
+  std::unique_ptr<MemoryTransport> destination_wrapper;
   std::unique_ptr<SyntheticSourceVmm> source_vmm;
   std::unique_ptr<SourceMigration> source;
   std::unique_ptr<DestinationMigration> destination;
@@ -93,6 +96,18 @@ struct RunOptions {
   // (the result of Cancel() lands in MigrationRun::cancel_accepted).
   std::function<bool(const SourceProgress&)> cancel_source_when;
   std::function<bool(const DestinationProgress&)> cancel_destination_when;
+  // Wrap an end of the in-process transport (e.g. fault injection,
+  // tests/reliability/fault_transport.h); the coordinator of that side
+  // uses the wrapper, which must forward to the end it is given.
+  std::function<std::unique_ptr<MemoryTransport>(MemoryTransport*)>
+      wrap_source_end;
+  std::function<std::unique_ptr<MemoryTransport>(MemoryTransport*)>
+      wrap_destination_end;
+  // Each direction's flow-control window (InProcessTransport::CreatePair).
+  uint64_t window_bytes = 8ull << 20;
+  // Called once everything is wired, before either side runs (e.g. to
+  // reach the incoming guest from an observer).
+  std::function<void(MigrationRun&)> before_run;
 };
 
 // Creates the source guest (on `source`), runs the warm-up, starts the
@@ -102,6 +117,13 @@ struct RunOptions {
 absl::StatusOr<std::unique_ptr<MigrationRun>> Migrate(
     const std::string& source_socket, const std::string& destination_socket,
     RunOptions options);
+
+// The same with a source guest that already runs (vCPU started or not, as
+// the caller left it; options.warmup_steps and run_vcpu are not used), e.g.
+// the guest a previous migration delivered, for back-and-forth migrations.
+absl::StatusOr<std::unique_ptr<MigrationRun>> MigrateGuest(
+    std::unique_ptr<guest::SyntheticGuest> source_guest,
+    const std::string& destination_socket, RunOptions options);
 
 }  // namespace vhostmig::migration::testing
 

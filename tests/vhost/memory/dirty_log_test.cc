@@ -54,6 +54,18 @@ TEST(DirtyLogTest, MapRejectsZeroSizeAndOverflow) {
   EXPECT_FALSE(DirtyLog::Map(UniqueFd(dup(fd.get())), 16, UINT64_MAX - 8).ok());
 }
 
+// Like memory regions (guest_memory_test): a log larger than its fd would
+// SIGBUS at the first dirty page, so it is refused.
+TEST(DirtyLogTest, MapRejectsALogPastTheEndOfItsFile) {
+  UniqueFd fd(memfd_create("log", MFD_CLOEXEC));
+  ASSERT_EQ(ftruncate(fd.get(), 4096), 0);
+  EXPECT_EQ(DirtyLog::Map(UniqueFd(dup(fd.get())), 8192, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DirtyLog::Map(UniqueFd(dup(fd.get())), 4096, 8).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(DirtyLog::Map(std::move(fd), 4096, 0).ok());
+}
+
 TEST(DirtyLogTest, MarkRangeSetsEveryOverlappingPage) {
   auto log = MakeLog(1 << 20);
   log->MarkRange(kDirtyPageSize - 1, 2);  // straddles pages 0 and 1

@@ -57,6 +57,22 @@ TEST(MemoryRegionTest, MapRejectsRangesOverflowing64Bits) {
   }
 }
 
+// Found by backend_session_fuzz: a SET_MEM_TABLE region larger than its
+// memfd mapped fine and the first ring access past the file's end raised
+// SIGBUS in the back-end. The region is refused instead.
+TEST(MemoryRegionTest, MapRejectsRegionsPastTheEndOfTheirFile) {
+  UniqueFd fd(memfd_create("t", MFD_CLOEXEC));
+  ASSERT_TRUE(fd.valid());
+  ASSERT_EQ(ftruncate(fd.get(), 4 * kPage), 0);
+  MemoryRegionLayout layout;
+  layout.memory_size = 4 * kPage;
+  layout.mmap_offset = kPage;  // ends one page past the file
+  EXPECT_EQ(MemoryRegion::Map(UniqueFd(dup(fd.get())), layout).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  layout.memory_size = 3 * kPage;  // ends exactly at the file's end
+  EXPECT_TRUE(MemoryRegion::Map(std::move(fd), layout).ok());
+}
+
 TEST(MemoryRegionTest, MapWithUnalignedOffsetPointsAtTheOffset) {
   // The fd holds a marker at byte 0x1234; a region at that offset must
   // start with it.

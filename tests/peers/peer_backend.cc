@@ -1,21 +1,14 @@
 #include "tests/peers/peer_backend.h"
 
-#include <fcntl.h>
 #include <pwd.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 
 namespace vhostmig::testing {
 namespace {
@@ -43,11 +36,6 @@ std::vector<std::string> CommandLine(PeerKind kind, const std::string& binary,
               "--shared-dir=" + shared_dir, "--cache=auto"};
   }
   return {};
-}
-
-bool IsSocket(const std::string& path) {
-  struct stat st;
-  return stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
 }  // namespace
@@ -96,71 +84,15 @@ absl::StatusOr<std::unique_ptr<PeerBackend>> PeerBackend::Start(
   std::vector<std::string> args =
       CommandLine(kind, *binary, shared_dir, socket_path);
   args.insert(args.end(), extra_args.begin(), extra_args.end());
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  const std::string log_path = socket_path + ".log";
-  unlink(socket_path.c_str());
-  pid_t pid = fork();
-  if (pid < 0) {
-    return absl::InternalError(absl::StrCat("fork: ", strerror(errno)));
-  }
-  if (pid == 0) {
-    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-      dup2(fd, STDOUT_FILENO);
-      dup2(fd, STDERR_FILENO);
-    }
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  auto peer =
-      std::unique_ptr<PeerBackend>(new PeerBackend(pid, socket_path, log_path));
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!IsSocket(socket_path)) {
-    int status;
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      peer->pid_ = -1;
-      return absl::FailedPreconditionError(
-          absl::StrCat(absl::StrJoin(args, " "), " exited with status ", status,
-                       " before creating its socket; see ", log_path));
-    }
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          absl::StrJoin(args, " "), " did not create ", socket_path, " within ",
-          absl::FormatDuration(timeout), "; see ", log_path));
-    }
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return peer;
+  absl::StatusOr<std::unique_ptr<SocketServerProcess>> process =
+      SocketServerProcess::Start(args, socket_path, socket_path + ".log",
+                                 timeout);
+  if (!process.ok()) return process.status();
+  return std::unique_ptr<PeerBackend>(new PeerBackend(*std::move(process)));
 }
 
 absl::StatusOr<int> PeerBackend::WaitForExit(absl::Duration timeout) {
-  if (pid_ < 0) return absl::FailedPreconditionError("peer already reaped");
-  const absl::Time deadline = absl::Now() + timeout;
-  for (;;) {
-    int status;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return status;
-    }
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("peer ", pid_, " still running after ",
-                       absl::FormatDuration(timeout)));
-    }
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-}
-
-PeerBackend::~PeerBackend() {
-  if (pid_ < 0) return;
-  kill(pid_, SIGTERM);
-  if (!WaitForExit(absl::Seconds(1)).ok()) {
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
+  return process_->WaitForExit(timeout);
 }
 
 }  // namespace vhostmig::testing

@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/socket_server_process.h"
 
 namespace vhostmig::testing {
 
@@ -52,15 +53,15 @@ class PeerBackend {
       absl::Duration timeout = absl::Seconds(10));
 
   // Stops the process (SIGTERM, then SIGKILL after a second) and reaps it.
-  ~PeerBackend();
+  ~PeerBackend() = default;
 
   PeerBackend(const PeerBackend&) = delete;
   PeerBackend& operator=(const PeerBackend&) = delete;
 
-  const std::string& socket_path() const { return socket_path_; }
-  pid_t pid() const { return pid_; }
+  const std::string& socket_path() const { return process_->socket_path(); }
+  pid_t pid() const { return process_->pid(); }
   // Where the peer's stdout and stderr go, for failure messages.
-  const std::string& log_path() const { return log_path_; }
+  const std::string& log_path() const { return process_->log_path(); }
 
   // Waits up to `timeout` for the process to exit on its own (the daemons
   // exit when the front-end disconnects) and returns its wait status;
@@ -68,14 +69,10 @@ class PeerBackend {
   absl::StatusOr<int> WaitForExit(absl::Duration timeout);
 
  private:
-  PeerBackend(pid_t pid, std::string socket_path, std::string log_path)
-      : pid_(pid),
-        socket_path_(std::move(socket_path)),
-        log_path_(std::move(log_path)) {}
+  explicit PeerBackend(std::unique_ptr<SocketServerProcess> process)
+      : process_(std::move(process)) {}
 
-  pid_t pid_;
-  std::string socket_path_;
-  std::string log_path_;
+  std::unique_ptr<SocketServerProcess> process_;
 };
 
 }  // namespace vhostmig::testing

@@ -51,4 +51,15 @@ bool ParseMigrationErrorPolicy(const std::string& text,
   return true;
 }
 
+bool ParseMigrationVerify(const std::string& text, MigrationVerify* out) {
+  if (text == "first-use") {
+    *out = MigrationVerify::kFirstUse;
+  } else if (text == "load") {
+    *out = MigrationVerify::kDuringLoad;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 }  // namespace vhostmig::fs

@@ -38,6 +38,20 @@ enum class MigrationErrorPolicy {
   kGuestError,  // just that inode/handle fails with EIO for the guest
 };
 
+// --migration-verify: when a migration destination re-opens and verifies
+// the inodes and handles it loaded (identity, type, confinement).
+enum class MigrationVerify {
+  // On first use (default): the load's cost does not grow with the tables;
+  // under abort, what the source could not locate still fails the load, a
+  // file changed behind the daemons' backs after the source verified it
+  // answers EIO (docs/state-format.md).
+  kFirstUse,
+  // During the load: under abort every failure fails the load, at the price
+  // of a stopped phase that grows with the number of inodes (virtiofsd's
+  // behaviour).
+  kDuringLoad,
+};
+
 struct FsConfig {
   std::string shared_dir;
   CachePolicy cache = CachePolicy::kAuto;
@@ -50,6 +64,7 @@ struct FsConfig {
   bool use_io_uring = true;
   MigrationMode migration_mode = MigrationMode::kFindPaths;
   MigrationErrorPolicy migration_on_error = MigrationErrorPolicy::kAbort;
+  MigrationVerify migration_verify = MigrationVerify::kFirstUse;
 };
 
 // Parses "never" / "auto" / "always" ("none" is virtiofsd's -o alias).
@@ -61,6 +76,8 @@ bool ParseMigrationMode(const std::string& text, MigrationMode* out);
 // Parses "abort" / "guest-error".
 bool ParseMigrationErrorPolicy(const std::string& text,
                                MigrationErrorPolicy* out);
+// Parses "first-use" / "load".
+bool ParseMigrationVerify(const std::string& text, MigrationVerify* out);
 
 }  // namespace vhostmig::fs
 

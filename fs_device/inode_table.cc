@@ -161,6 +161,35 @@ std::vector<InodeTable::EntrySnapshot> InodeTable::Snapshot() const {
   return out;
 }
 
+void InodeTable::StatesOf(absl::Span<const uint64_t> ids,
+                          std::vector<EntryState>* out) const {
+  out->clear();
+  out->reserve(ids.size());
+  absl::MutexLock lock(&mu_);
+  for (uint64_t id : ids) {
+    auto it = entries_.find(id);
+    if (it == entries_.end()) {
+      out->push_back(EntryState{});
+    } else {
+      out->push_back(EntryState{it->second.inode.get(), it->second.lookups});
+    }
+  }
+}
+
+std::vector<InodeTable::EntrySnapshot> InodeTable::SnapshotOf(
+    absl::Span<const uint64_t> ids) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<EntrySnapshot> out;
+  out.reserve(ids.size());
+  for (uint64_t id : ids) {
+    auto it = entries_.find(id);
+    if (it == entries_.end()) continue;
+    const Entry& e = it->second;
+    out.push_back(EntrySnapshot{e.inode, e.lookups, e.opens, e.location});
+  }
+  return out;
+}
+
 void InodeTable::StartChangeTracking() {
   absl::MutexLock lock(&mu_);
   tracking_ = true;
@@ -184,31 +213,37 @@ void InodeTable::StopChangeTracking() {
   changed_.clear();
 }
 
-absl::Status InodeTable::InstallMigrated(std::vector<EntrySnapshot> entries,
-                                         uint32_t root_opens,
-                                         uint64_t next_node_id) {
+absl::Status InodeTable::InstallMigrated(
+    size_t count, absl::FunctionRef<void(size_t, EntrySnapshot*)> fill,
+    uint32_t root_opens, uint64_t next_node_id) {
   absl::MutexLock lock(&mu_);
   if (entries_.size() != 1 || next_node_id_ != kRootNodeId + 1) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot load device state: the inode table is in use (",
                      entries_.size() - 1, " inodes besides the root)"));
   }
-  for (EntrySnapshot& e : entries) {
+  entries_.reserve(count + 1);
+  by_identity_.reserve(count + 1);
+  EntrySnapshot e;
+  for (size_t i = 0; i < count; ++i) {
+    fill(i, &e);
     const uint64_t id = e.inode->node_id;
-    if (id == kRootNodeId || entries_.contains(id)) {
+    auto [it, inserted] = entries_.try_emplace(id);
+    if (id == kRootNodeId || !inserted) {
+      Entry root = std::move(entries_.at(kRootNodeId));
+      entries_.clear();
+      by_identity_.clear();
+      by_identity_.emplace(root.inode->identity, kRootNodeId);
+      entries_.emplace(kRootNodeId, std::move(root));
       return absl::InternalError(
           absl::StrCat("InstallMigrated: duplicate node id ", id));
     }
-  }
-  for (EntrySnapshot& e : entries) {
-    const uint64_t id = e.inode->node_id;
     by_identity_[e.inode->identity] = id;
-    Entry entry;
+    Entry& entry = it->second;
     entry.inode = std::move(e.inode);
     entry.lookups = e.lookups;
     entry.opens = e.opens;
     entry.location = std::move(e.location);
-    entries_.emplace(id, std::move(entry));
   }
   entries_.at(kRootNodeId).opens = root_opens;
   next_node_id_ = next_node_id;

@@ -52,10 +52,12 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "base/unique_fd.h"
 #include "fs_device/file_handle.h"
 
@@ -166,6 +168,18 @@ class InodeTable {
   };
   // Every entry, root included, copied under the lock (no syscalls).
   std::vector<EntrySnapshot> Snapshot() const;
+  // The entries among `ids` that exist, in the order of `ids`.
+  std::vector<EntrySnapshot> SnapshotOf(absl::Span<const uint64_t> ids) const;
+  // What a save needs of entries it prepared earlier: per id (same order),
+  // the entry's current Inode object (compared by address with the one
+  // prepared, which the caller keeps alive; null if the id is gone) and
+  // lookup count. One lock acquisition, no copies of names.
+  struct EntryState {
+    const Inode* inode = nullptr;
+    uint64_t lookups = 0;
+  };
+  void StatesOf(absl::Span<const uint64_t> ids,
+                std::vector<EntryState>* out) const;
 
   // Change tracking for a migration source: between Start and Stop, every
   // node id whose entry is created, removed or relocated is recorded;
@@ -175,11 +189,15 @@ class InodeTable {
   std::vector<uint64_t> TakeChanged(bool* all);
   void StopChangeTracking();
 
-  // Installs migrated entries into a table that holds only the root
-  // (FailedPrecondition otherwise). Entry node ids must be unique and not
-  // the root's; `root_opens` are the handles open on the root.
-  absl::Status InstallMigrated(std::vector<EntrySnapshot> entries,
-                               uint32_t root_opens, uint64_t next_node_id);
+  // Installs `count` migrated entries into a table that holds only the
+  // root (FailedPrecondition otherwise): fill(i, &entry) provides entry i,
+  // built in place under the lock (no intermediate copy of a large table).
+  // Entry node ids must be unique and not the root's (Internal otherwise;
+  // the table is then fresh again); `root_opens` are the handles open on
+  // the root.
+  absl::Status InstallMigrated(
+      size_t count, absl::FunctionRef<void(size_t, EntrySnapshot*)> fill,
+      uint32_t root_opens, uint64_t next_node_id);
   // Replaces `node_id`'s inode by `replacement` if it still is `expected`;
   // returns the inode the entry holds afterwards (nullptr if forgotten).
   std::shared_ptr<const Inode> ReplaceInode(

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <utility>
 
 namespace vhostmig::fs {
@@ -23,9 +24,11 @@ void LocationGatherer::Start() {
   StopThread();
   {
     absl::MutexLock l(&mu_);
-    prepared_.clear();
+    prepared_.reset();
     pass_done_ = false;
   }
+  changed_.clear();
+  all_changed_ = false;
   // Tracking first, snapshot second: whatever changes after the snapshot
   // was taken is in the changed set.
   fs_->inodes().StartChangeTracking();
@@ -39,8 +42,10 @@ void LocationGatherer::Cancel() {
   StopThread();
   if (started_) fs_->inodes().StopChangeTracking();
   started_ = false;
+  changed_.clear();
+  all_changed_ = false;
   absl::MutexLock l(&mu_);
-  prepared_.clear();
+  prepared_.reset();
   pass_done_ = false;
 }
 
@@ -49,21 +54,16 @@ GatheredLocations LocationGatherer::Collect() {
   GatheredLocations out;
   if (!started_) return out;
   if (thread_.joinable()) thread_.join();
+  bool all = false;
+  for (uint64_t id : fs_->inodes().TakeChanged(&all)) changed_.insert(id);
+  all_changed_ |= all;
   {
     absl::MutexLock l(&mu_);
-    out.prepared = prepared_;  // kept: a failed save may be retried
+    out.prepared = prepared_;
   }
-  bool all = false;
-  for (uint64_t id : fs_->inodes().TakeChanged(&all)) out.changed.insert(id);
-  out.all_changed = all;
-  // What changed is examined by this save; keep those for a retry too.
-  if (!all) {
-    absl::MutexLock l(&mu_);
-    for (uint64_t id : out.changed) prepared_.erase(id);
-  } else {
-    absl::MutexLock l(&mu_);
-    prepared_.clear();
-  }
+  out.all_changed = all_changed_ || out.prepared == nullptr;
+  out.changed.assign(changed_.begin(), changed_.end());
+  std::sort(out.changed.begin(), out.changed.end());
   return out;
 }
 
@@ -73,43 +73,46 @@ bool LocationGatherer::WaitForPass(absl::Duration timeout) {
 }
 
 void LocationGatherer::Pass(std::vector<InodeTable::EntrySnapshot> entries) {
+  // Ascending node ids: the order the writer emits, so its differences
+  // stay small.
+  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+    return a.inode->node_id < b.inode->node_id;
+  });
+  auto set = std::make_shared<PreparedSet>();
+  set->locations.reserve(entries.size());
+  set->ids.reserve(entries.size());
   for (const auto& entry : entries) {
     if (cancel_.load(std::memory_order_relaxed)) return;
-    PreparedLocation p;
-    p.inode = entry.inode;
-    Locate(*fs_, mode_, entry, &p.record);
-    absl::MutexLock l(&mu_);
-    prepared_.insert_or_assign(entry.inode->node_id, std::move(p));
+    PreparedLocation& p = set->locations.emplace_back();
+    Locate(*fs_, mode_, entry, &p);
+    set->ids.push_back(p.node_id);
   }
   absl::MutexLock l(&mu_);
+  prepared_ = std::move(set);
   pass_done_ = true;
 }
 
 void LocationGatherer::Locate(PassthroughFs& fs, MigrationMode mode,
                               const InodeTable::EntrySnapshot& entry,
-                              fs_state::v1::InodeRecord* record) {
+                              PreparedLocation* out) {
   const Inode& inode = *entry.inode;
+  out->inode = entry.inode;
+  out->node_id = inode.node_id;
   if (inode.node_id == kRootNodeId) {
-    record->set_root(true);
+    out->root = true;
     return;
   }
   if (inode.error != 0) return;  // a migrated inode that failed: unlocated
   if (mode == MigrationMode::kFileHandles) {
-    FileHandle handle;
-    bool have = false;
     if (inode.handle) {
-      handle = *inode.handle;
-      have = true;
+      out->handle = *inode.handle;
     } else {
       int err = 0;
       InodeFd fd = fs.PathFd(entry.inode, &err);
-      have = err == 0 && FileHandle::FromFd(fd.get(), &handle) == 0;
-    }
-    if (have) {
-      auto* fh = record->mutable_file_handle();
-      fh->set_handle_type(handle.type);
-      fh->set_handle(handle.bytes);
-      fh->set_mount_id(handle.mount_id);
+      FileHandle handle;
+      if (err == 0 && FileHandle::FromFd(fd.get(), &handle) == 0) {
+        out->handle = std::move(handle);
+      }
     }
   }
   // The path: verified, never trusted as recorded.
@@ -129,9 +132,9 @@ void LocationGatherer::Locate(PassthroughFs& fs, MigrationMode mode,
       (st.stx_mode & S_IFMT) != inode.type) {
     return;
   }
-  auto* path = record->mutable_path();
-  path->set_parent(where.parent);
-  path->set_name(where.name);
+  out->has_path = true;
+  out->parent = where.parent;
+  out->name = where.name;
 }
 
 }  // namespace vhostmig::fs

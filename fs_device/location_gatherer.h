@@ -13,10 +13,10 @@
 // Kept current: the inode table's change tracking (inode_table.h) records
 // every entry created, removed or relocated by the guest's LOOKUP, CREATE,
 // RENAME, UNLINK... since Start; at the save, Collect hands over the
-// prepared locations and the set of changed node ids, which the writer
-// re-examines (the small delta). Changes made on the host behind the
-// daemon's back are not seen here; the destination verifies identity on
-// re-open and catches them.
+// prepared locations (sorted by node id, shared rather than copied) and
+// the changed node ids, which the writer re-examines (the small delta). Changes
+// made on the host behind the daemon's back are not seen here; the destination
+// verifies identity on re-open and catches them.
 //
 // Thread-safety: Start/Cancel from the message thread, Collect from the
 // state worker; all may race with each other and with ring workers. The
@@ -27,16 +27,16 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "fs_device/fs_config.h"
 #include "fs_device/passthrough_fs.h"
-#include "proto/fs_state.pb.h"
 
 namespace vhostmig::fs {
 
@@ -44,13 +44,26 @@ namespace vhostmig::fs {
 // prepared for (a node id whose Inode object changed is re-examined).
 struct PreparedLocation {
   std::shared_ptr<const Inode> inode;
-  fs_state::v1::InodeRecord record;  // root / path / file_handle only
+  uint64_t node_id = 0;
+  bool root = false;
+  bool has_path = false;  // parent + name, verified
+  uint64_t parent = 0;
+  std::string name;
+  std::optional<FileHandle> handle;
+};
+
+// What one background pass prepared, in ascending node-id order (`ids`
+// mirrors `locations` for StatesOf). Immutable once published.
+struct PreparedSet {
+  std::vector<PreparedLocation> locations;
+  std::vector<uint64_t> ids;
 };
 
 // What the save gets: prepared locations, and what to re-examine.
 struct GatheredLocations {
-  absl::flat_hash_map<uint64_t, PreparedLocation> prepared;
-  absl::flat_hash_set<uint64_t> changed;
+  std::shared_ptr<const PreparedSet> prepared;  // null: nothing gathered
+  // Node ids created, removed or relocated since Start, ascending.
+  std::vector<uint64_t> changed;
   bool all_changed = true;  // nothing gathered (no LOG_ALL): examine all
 };
 
@@ -68,19 +81,20 @@ class LocationGatherer {
   // the migration was cancelled, or it is over).
   void Cancel();
   // Waits for the background pass, then returns what it prepared and the
-  // changes since Start; tracking continues (a failed save may be retried).
-  // Without Start, returns "examine everything".
+  // changes since Start (shared, no copy of the prepared set); tracking
+  // continues and changes keep accumulating, so a failed save may be
+  // retried. Without Start, returns "examine everything".
   GatheredLocations Collect();
 
   // Tests and benchmarks: waits until the background pass has finished;
   // false on timeout or when none runs.
   bool WaitForPass(absl::Duration timeout);
 
-  // Fills the location fields of `record` for one table entry (syscalls).
-  // Used by the background pass and by the writer for the delta.
+  // Fills the location of one table entry (syscalls). Used by the
+  // background pass and by the writer for the delta.
   static void Locate(PassthroughFs& fs, MigrationMode mode,
                      const InodeTable::EntrySnapshot& entry,
-                     fs_state::v1::InodeRecord* record);
+                     PreparedLocation* out);
 
  private:
   void Pass(std::vector<InodeTable::EntrySnapshot> entries);
@@ -94,9 +108,11 @@ class LocationGatherer {
   bool started_ ABSL_GUARDED_BY(thread_mu_) = false;
 
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<uint64_t, PreparedLocation> prepared_
-      ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const PreparedSet> prepared_ ABSL_GUARDED_BY(mu_);
   bool pass_done_ ABSL_GUARDED_BY(mu_) = false;
+  // Changes taken from the inode table since Start (Collect only).
+  absl::flat_hash_set<uint64_t> changed_ ABSL_GUARDED_BY(thread_mu_);
+  bool all_changed_ ABSL_GUARDED_BY(thread_mu_) = false;
 };
 
 }  // namespace vhostmig::fs

@@ -22,9 +22,10 @@
 // installed at once but re-opened lazily (GetInode, PathFd, Reopen and
 // OpenFileFor do it on first use), each verified against the identity the
 // source recorded and confined to the shared directory; see
-// docs/state-format.md. What fails verification either fails the whole load
-// (--migration-on-error=abort: ReopenAllMigrated runs inside the load) or
-// answers EIO for just that inode or handle (guest-error).
+// docs/state-format.md. What fails verification on first use answers EIO
+// for just that inode or handle; the abort policy's checks happen in the
+// loader (state_loader.h), without re-opening every file unless
+// --migration-verify=load (ReopenAllMigrated).
 //
 // Thread-safe: handlers run concurrently on several ring threads.
 #ifndef VHOSTMIG_FS_DEVICE_PASSTHROUGH_FS_H_
@@ -110,7 +111,7 @@ class PassthroughFs {
   uint64_t attr_timeout_sec() const;
 
   // Validates a single name component from the guest: not empty, at most
-  // NAME_MAX bytes (ENAMETOOLONG), no '/', not "." or ".." (EINVAL).
+  // NAME_MAX bytes (ENAMETOOLONG), no '/' or NUL, not "." or ".." (EINVAL).
   static int CheckName(absl::string_view name);
 
   // The inode of `node_id`, or nullptr (the caller replies ENOENT). A

@@ -5,8 +5,17 @@
 // seen and the whole state is consistent, installs it into the (fresh)
 // PassthroughFs: inodes and handles as *migrated* entries that are
 // re-opened and verified on first use (passthrough_fs.h), the id counters
-// and the FUSE session. Under --migration-on-error=abort every entry is
-// re-opened before Load returns and any failure fails the load.
+// and the FUSE session. The load's cost grows with the bytes of the stream,
+// never with syscalls per inode: the only files opened during the load are
+// the nameless ones (a file handle but no verified name, e.g. unlinked
+// while open), which only the source keeps alive.
+//
+// --migration-on-error=abort fails the load for every record the source
+// could not locate (no location, or a parent chain that reaches such a
+// record) and for a nameless file that does not open; what the source
+// verified is trusted until first use, where a file replaced behind the
+// daemons' backs in the meantime fails verification and answers EIO
+// (docs/state-format.md, "The abort policy without eager re-opening").
 //
 // The stream is untrusted. Load fails, naming the frame or record, on: wrong
 // magic, a format version this build cannot read, truncated or corrupted
@@ -22,6 +31,7 @@
 #define VHOSTMIG_FS_DEVICE_STATE_LOADER_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "fs_device/passthrough_fs.h"
@@ -46,6 +56,9 @@ class StateLoader {
   const StateLoadStats& stats() const { return stats_; }
 
  private:
+  // Opens the nameless inodes `nodes` and their handles (see above).
+  absl::Status OpenNameless(const std::vector<uint64_t>& nodes);
+
   PassthroughFs* const fs_;
   StateLoadStats stats_;
 };

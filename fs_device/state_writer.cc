@@ -1,8 +1,12 @@
 #include "fs_device/state_writer.h"
 
+#include <algorithm>
+#include <optional>
 #include <utility>
+#include <vector>
 
 #include "base/status_macros.h"
+#include "fs_device/state_columns.h"
 #include "fs_device/state_frame.h"
 #include "proto/fs_state.pb.h"
 
@@ -23,6 +27,7 @@ absl::Status StateWriter::Write(int fd) {
   stats_ = StateWriteStats{};
   FrameWriter frames(fd);
 
+  const InodeIdentity source_root = fs_->inodes().Get(kRootNodeId)->identity;
   pb::StateHeader header;
   header.set_magic(kStateMagic);
   header.set_format_version(kStateFormatVersion);
@@ -30,62 +35,91 @@ absl::Status StateWriter::Write(int fd) {
   header.set_mode(mode_ == MigrationMode::kFileHandles
                       ? pb::MIGRATION_MODE_FILE_HANDLES
                       : pb::MIGRATION_MODE_FIND_PATHS);
-  SetIdentity(fs_->inodes().Get(kRootNodeId)->identity,
-              header.mutable_source_root());
+  SetIdentity(source_root, header.mutable_source_root());
   header.set_writer("vhostmig vhost-user-fs");
   RETURN_IF_ERROR(frames.Write(header));
 
   GatheredLocations gathered =
       gatherer_ ? gatherer_->Collect() : GatheredLocations{};
-  // Copied under the table locks without syscalls; the device is stopped,
-  // so the tables and counters agree with each other.
-  const std::vector<InodeTable::EntrySnapshot> entries =
-      fs_->inodes().Snapshot();
-  const auto handles = fs_->handles().Snapshot();
+  // The device is stopped: the tables and counters agree with each other.
   const uint64_t next_node_id = fs_->inodes().next_node_id();
   const uint64_t next_fh = fs_->handles().next_fh();
 
   pb::StateChunk chunk;
+  std::optional<InodeColumnEncoder> inodes;
+  auto encoder = [&]() -> InodeColumnEncoder& {
+    if (!inodes) inodes.emplace(source_root, chunk.mutable_inode_columns());
+    return *inodes;
+  };
   auto flush = [&]() -> absl::Status {
     RETURN_IF_ERROR(frames.Write(chunk));
     ++stats_.chunks;
     chunk.Clear();
+    inodes.reset();
     return absl::OkStatus();
   };
-  for (const InodeTable::EntrySnapshot& e : entries) {
-    pb::InodeRecord* r = chunk.add_inodes();
-    const Inode& inode = *e.inode;
-    auto prepared = gathered.prepared.find(inode.node_id);
-    if (!gathered.all_changed && prepared != gathered.prepared.end() &&
-        prepared->second.inode == e.inode &&
-        !gathered.changed.contains(inode.node_id)) {
-      *r = prepared->second.record;
-    } else {
-      LocationGatherer::Locate(*fs_, mode_, e, r);
-      ++stats_.located_during_save;
-    }
-    if (!r->root() && !r->has_path() && !r->has_file_handle()) {
-      ++stats_.unlocated;
-    }
-    r->set_node_id(inode.node_id);
-    r->set_lookups(e.lookups);
-    r->set_file_type(inode.type);
-    SetIdentity(inode.identity, r->mutable_identity());
+  auto add = [&](const PreparedLocation& p, uint64_t lookups) -> absl::Status {
+    const Inode& inode = *p.inode;
+    if (!p.root && !p.has_path && !p.handle) ++stats_.unlocated;
+    encoder().Add(p.node_id, lookups, inode.type, inode.identity, p.root,
+                  p.has_path, p.parent, p.name,
+                  p.handle ? &*p.handle : nullptr);
     ++stats_.inodes;
-    if (chunk.inodes_size() >= static_cast<int>(kRecordsPerChunk)) {
-      RETURN_IF_ERROR(flush());
+    if (inodes->records() >= kRecordsPerChunk) return flush();
+    return absl::OkStatus();
+  };
+
+  // What must be located now, while stopped: everything without a
+  // gathering, else what changed since it started.
+  std::vector<uint64_t> delta;
+  if (gathered.all_changed) {
+    for (const auto& e : fs_->inodes().Snapshot()) {
+      delta.push_back(e.inode->node_id);
     }
+    std::sort(delta.begin(), delta.end());
+  } else {
+    // The prepared records, with the current lookup counts: the whole cost
+    // of the stopped phase for an unchanged inode.
+    const PreparedSet& set = *gathered.prepared;
+    std::vector<InodeTable::EntryState> states;
+    fs_->inodes().StatesOf(set.ids, &states);
+    auto changed = gathered.changed.begin();
+    for (size_t i = 0; i < set.ids.size(); ++i) {
+      const uint64_t id = set.ids[i];
+      while (changed != gathered.changed.end() && *changed < id) ++changed;
+      if (changed != gathered.changed.end() && *changed == id) continue;
+      if (states[i].inode == nullptr) continue;  // forgotten meanwhile
+      if (states[i].inode != set.locations[i].inode.get()) {
+        delta.push_back(id);  // re-opened since (a lazily resolved inode)
+        continue;
+      }
+      RETURN_IF_ERROR(add(set.locations[i], states[i].lookups));
+    }
+    delta.insert(delta.end(), gathered.changed.begin(), gathered.changed.end());
+    std::sort(delta.begin(), delta.end());
+    // Differences restart with the delta's own chunk.
+    if (inodes && inodes->records() > 0) RETURN_IF_ERROR(flush());
   }
+  PreparedLocation located;
+  for (const InodeTable::EntrySnapshot& e : fs_->inodes().SnapshotOf(delta)) {
+    located = PreparedLocation{};
+    LocationGatherer::Locate(*fs_, mode_, e, &located);
+    ++stats_.located_during_save;
+    RETURN_IF_ERROR(add(located, e.lookups));
+  }
+
+  auto handles = fs_->handles().Snapshot();
+  std::sort(handles.begin(), handles.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  if (inodes && inodes->records() > 0) RETURN_IF_ERROR(flush());
+  std::optional<HandleColumnEncoder> files;
   for (const auto& [fh, file] : handles) {
-    pb::HandleRecord* h = chunk.add_handles();
-    h->set_fh(fh);
-    h->set_node_id(file->node_id);
-    h->set_flags(file->flags);
-    h->set_is_dir(file->is_dir);
+    if (!files) files.emplace(chunk.mutable_handle_columns());
+    files->Add(fh, file->node_id, file->flags, file->is_dir);
     ++stats_.handles;
-    if (chunk.inodes_size() + chunk.handles_size() >=
-        static_cast<int>(kRecordsPerChunk)) {
+    if (files->records() >= kRecordsPerChunk) {
       RETURN_IF_ERROR(flush());
+      files.reset();
     }
   }
 

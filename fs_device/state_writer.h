@@ -2,11 +2,14 @@
 // inode table, the handle table, the id counters and the FUSE session to a
 // channel fd in the format of proto/fs_state.proto (docs/state-format.md):
 // a StateHeader frame, then StateChunk frames of at most kRecordsPerChunk
-// records, the last one with the counters, the session and the end marker.
+// records as columns (state_columns.h), the last one with the counters, the
+// session and the end marker.
 //
 // Streamed: one chunk is built, written and dropped at a time. Locations
-// come from the LocationGatherer (prepared while the guest ran); only the
-// entries that changed since are located here, while the device is stopped.
+// come from the LocationGatherer (prepared while the guest ran, in node-id
+// order); for those the stopped phase only reads the current lookup counts
+// and encodes. Only the entries that changed since are located here, while
+// the device is stopped.
 // The tables are only read: after a save the source can resume unchanged.
 //
 // Errors: the channel's write errors (EPIPE when the reader went away).
@@ -26,12 +29,16 @@ namespace vhostmig::fs {
 
 inline constexpr uint32_t kStateMagic = 0x53464D56;  // "VMFS"
 // The format this build writes, and the oldest format it still reads.
-// docs/state-format.md says when each changes.
-inline constexpr uint32_t kStateFormatVersion = 1;
+// docs/state-format.md says when each changes. Format 2 carries records as
+// columns (state_columns.h); format 1 records are still read.
+inline constexpr uint32_t kStateFormatVersion = 2;
 inline constexpr uint32_t kOldestReadableStateVersion = 1;
-// What this build's streams declare as the oldest reader able to load them.
-inline constexpr uint32_t kOldestCompatibleStateVersion = 1;
-inline constexpr size_t kRecordsPerChunk = 1024;
+// What this build's streams declare as the oldest reader able to load them
+// (a format 1 reader would skip the columns and lose every record).
+inline constexpr uint32_t kOldestCompatibleStateVersion = 2;
+// Records per chunk: a chunk of a few hundred KiB at most 16384 * ~400
+// bytes (NAME_MAX names and MAX_HANDLE_SZ handles) < kMaxFrameBytes.
+inline constexpr size_t kRecordsPerChunk = 16384;
 
 struct StateWriteStats {
   uint64_t inodes = 0;

@@ -315,20 +315,55 @@ TEST_F(HostileStreamTest, FuseSessionWithFlagsThisDaemonLacksIsRefused) {
   ExpectRejected(Load(b.Bytes()), "does not offer");
 }
 
-TEST_F(HostileStreamTest, ReplacedFileFailsVerificationUnderAbort) {
+// Abort does not re-open every file during the load (that would make the
+// stopped phase grow with the table): a file replaced after the source
+// verified it loads, and fails verification on first use, answering EIO.
+// It is never presented as the recorded file.
+TEST_F(HostileStreamTest, ReplacedFileFailsVerificationOnFirstUseUnderAbort) {
   StreamBuilder b;
   struct stat st;
   ASSERT_EQ(stat(HostPath("file").c_str(), &st), 0);
   b.header.mutable_source_root()->set_dev(0);  // not comparable: ino only
   pb::InodeRecord* r = b.AddFile(2, 1, "file");
   r->mutable_identity()->set_ino(st.st_ino + 1000);
-  ExpectRejected(Load(b.Bytes()), "identity mismatch");
+  ASSERT_TRUE(Load(b.Bytes()).ok());
+  std::shared_ptr<const Inode> inode = fs().GetInode(2);
+  ASSERT_NE(inode, nullptr);
+  EXPECT_EQ(inode->error, EIO);
+  ASSERT_FALSE(fs().MigrationErrors().empty());
+  EXPECT_TRUE(
+      absl::StrContains(fs().MigrationErrors().back(), "identity mismatch"))
+      << fs().MigrationErrors().back();
+  EXPECT_EQ(Listing(), before_);
 }
 
-TEST_F(HostileStreamTest, FileOfTheWrongTypeFailsVerificationUnderAbort) {
+TEST_F(HostileStreamTest, FileOfTheWrongTypeFailsVerificationOnFirstUse) {
   StreamBuilder b;
   b.AddFile(2, 1, "dir");  // recorded as a regular file, is a directory
-  ExpectRejected(Load(b.Bytes()), "file type changed");
+  ASSERT_TRUE(Load(b.Bytes()).ok());
+  std::shared_ptr<const Inode> inode = fs().GetInode(2);
+  ASSERT_NE(inode, nullptr);
+  EXPECT_EQ(inode->error, EIO);
+  ASSERT_FALSE(fs().MigrationErrors().empty());
+  EXPECT_TRUE(
+      absl::StrContains(fs().MigrationErrors().back(), "file type changed"));
+}
+
+TEST_F(HostileStreamTest, UnlocatedInodeFailsTheLoadUnderAbort) {
+  StreamBuilder b;
+  pb::InodeRecord* r = b.AddFile(2, 1, "file");
+  r->clear_path();  // the source could not locate it
+  ExpectRejected(Load(b.Bytes()),
+                 "inode record for node 2: the source could "
+                 "not locate it");
+}
+
+TEST_F(HostileStreamTest, ChildOfAnUnlocatedDirectoryFailsTheLoadUnderAbort) {
+  StreamBuilder b;
+  pb::InodeRecord* dir = b.AddFile(2, 1, "dir", S_IFDIR);
+  dir->clear_path();
+  b.AddFile(3, 2, "inner");
+  ExpectRejected(Load(b.Bytes()), "could not locate");
 }
 
 TEST_F(HostileStreamTest, FileHandleOutsideTheSharedDirectoryIsRefused) {
@@ -360,6 +395,91 @@ TEST_F(HostileStreamTest, FileHandleOutsideTheSharedDirectoryIsRefused) {
   // if it is that file.
   r->mutable_path()->set_parent(1);
   r->mutable_path()->set_name("file");
+  const std::string stream = b.Bytes();
+  // Verified on first use (the default): the load succeeds, the inode is
+  // never served.
+  ASSERT_TRUE(Load(stream).ok());
+  std::shared_ptr<const Inode> inode = fs().GetInode(2);
+  ASSERT_NE(inode, nullptr);
+  EXPECT_EQ(inode->error, EIO);
+  ASSERT_FALSE(fs().MigrationErrors().empty());
+  EXPECT_TRUE(absl::StrContains(fs().MigrationErrors().back(),
+                                "outside the shared directory"));
+}
+
+class HostileStreamVerifyDuringLoadTest : public HostileStreamTest {
+ protected:
+  FsConfig Config() override {
+    FsConfig c = HostileStreamTest::Config();
+    c.migration_verify = MigrationVerify::kDuringLoad;
+    return c;
+  }
+};
+
+TEST_F(HostileStreamVerifyDuringLoadTest, ReplacedFileFailsTheLoad) {
+  StreamBuilder b;
+  struct stat st;
+  ASSERT_EQ(stat(HostPath("file").c_str(), &st), 0);
+  b.header.mutable_source_root()->set_dev(0);
+  pb::InodeRecord* r = b.AddFile(2, 1, "file");
+  r->mutable_identity()->set_ino(st.st_ino + 1000);
+  ExpectRejected(Load(b.Bytes()), "identity mismatch");
+}
+
+TEST_F(HostileStreamVerifyDuringLoadTest, FileHandleOutsideTheSharedDirFails) {
+  const std::string why = FileHandlesUnavailable(dir_.path());
+  if (!why.empty()) GTEST_SKIP() << "file handles unavailable: " << why;
+  TempDir outside;
+  const std::string secret = outside.path() + "/secret";
+  int sfd = open(secret.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  ASSERT_GE(sfd, 0);
+  close(sfd);
+  UniqueFd path(open(secret.c_str(), O_PATH | O_CLOEXEC));
+  FileHandle h;
+  ASSERT_EQ(FileHandle::FromFd(path.get(), &h), 0);
+  struct stat st;
+  ASSERT_EQ(fstat(path.get(), &st), 0);
+  StreamBuilder b;
+  b.header.set_mode(pb::MIGRATION_MODE_FILE_HANDLES);
+  pb::InodeRecord* r = b.records.add_inodes();
+  r->set_node_id(2);
+  r->set_lookups(1);
+  r->set_file_type(S_IFREG);
+  r->mutable_identity()->set_ino(st.st_ino);
+  r->mutable_file_handle()->set_handle_type(h.type);
+  r->mutable_file_handle()->set_handle(h.bytes);
+  r->mutable_file_handle()->set_mount_id(h.mount_id);
+  r->mutable_path()->set_parent(1);
+  r->mutable_path()->set_name("file");
+  ExpectRejected(Load(b.Bytes()), "outside the shared directory");
+}
+
+// A nameless record (file handle, no name) is opened during the load even
+// when verifying on first use: only the source keeps such files alive. One
+// that resolves outside fails the load under abort.
+TEST_F(HostileStreamTest, NamelessFileHandleOutsideTheSharedDirFailsTheLoad) {
+  const std::string why = FileHandlesUnavailable(dir_.path());
+  if (!why.empty()) GTEST_SKIP() << "file handles unavailable: " << why;
+  TempDir outside;
+  const std::string secret = outside.path() + "/secret";
+  int sfd = open(secret.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  ASSERT_GE(sfd, 0);
+  close(sfd);
+  UniqueFd path(open(secret.c_str(), O_PATH | O_CLOEXEC));
+  FileHandle h;
+  ASSERT_EQ(FileHandle::FromFd(path.get(), &h), 0);
+  struct stat st;
+  ASSERT_EQ(fstat(path.get(), &st), 0);
+  StreamBuilder b;
+  b.header.set_mode(pb::MIGRATION_MODE_FILE_HANDLES);
+  pb::InodeRecord* r = b.records.add_inodes();
+  r->set_node_id(2);
+  r->set_lookups(1);
+  r->set_file_type(S_IFREG);
+  r->mutable_identity()->set_ino(st.st_ino);
+  r->mutable_file_handle()->set_handle_type(h.type);
+  r->mutable_file_handle()->set_handle(h.bytes);
+  r->mutable_file_handle()->set_mount_id(h.mount_id);
   ExpectRejected(Load(b.Bytes()), "outside the shared directory");
 }
 

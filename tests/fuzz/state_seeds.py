@@ -84,7 +84,97 @@ def stream(records, n_inodes, n_handles, **kw):
             frame(records) + frame(tail(n_inodes, n_handles, 2)))
 
 
+def zigzag(v):
+    return (v << 1) if v >= 0 else ((-v) << 1) - 1
+
+
+def packed(num, values):
+    if not values:
+        return b""
+    body = b"".join(varint(v) for v in values)
+    return field(num, 2, varint(len(body)) + body)
+
+
+KIND_ROOT, KIND_PATH, KIND_HANDLE, KIND_ONE = 8, 16, 32, 64
+CODE_REG, CODE_DIR = 0, 1
+
+
+def inode_columns(records):
+    """Format 2 InodeColumns (StateChunk field 6) for records given as
+    (node, kind, lookups, parent, name, ino, handle)."""
+    node_d, kinds, lookups, parent_d, shared, ino_d = [], [], [], [], [], []
+    suffixes, handles = b"", b""
+    prev = {"node": 0, "parent": 0, "ino": 0, "name": b""}
+    for node, kind, nl, parent, name, ino, hnd in records:
+        node_d.append(node - prev["node"])
+        prev["node"] = node
+        kinds.append(kind)
+        if not kind & KIND_ONE:
+            lookups.append(nl)
+        if kind & KIND_PATH:
+            parent_d.append(zigzag(parent - prev["parent"]))
+            prev["parent"] = parent
+            n = 0
+            while (n < min(len(name), len(prev["name"])) and
+                   name[n] == prev["name"][n]):
+                n += 1
+            shared.append(n)
+            suffixes += name[n:] + b"\0"
+            prev["name"] = name
+        ino_d.append(zigzag(ino - prev["ino"]))
+        prev["ino"] = ino
+        if kind & KIND_HANDLE:
+            handles += msg(10, u(1, 1) + msg(2, hnd) + u(3, 0))
+    body = (packed(1, node_d) + packed(2, kinds) + packed(3, lookups) +
+            packed(4, parent_d) + packed(5, shared) +
+            (msg(6, suffixes) if suffixes else b"") + packed(7, ino_d) +
+            handles)
+    return msg(6, body)
+
+
+def handle_columns(handles):
+    """Format 2 HandleColumns (StateChunk field 7): (fh, node, flags, dir)."""
+    fh_d, node_d, flags = [], [], []
+    pfh, pnode = 0, 0
+    for fh, node, fl, is_dir in handles:
+        fh_d.append(fh - pfh)
+        node_d.append(zigzag(node - pnode))
+        flags.append((fl << 1) | int(is_dir))
+        pfh, pnode = fh, node
+    return msg(7, packed(1, fh_d) + packed(2, node_d) + packed(3, flags))
+
+
+COL_ROOT = (1, CODE_DIR | KIND_ROOT | KIND_ONE, 1, None, None, 100, None)
+
+
+def col_stream(records, handles=(), n_inodes=None, n_handles=None):
+    return (frame(header(version=2, oldest=2)) +
+            frame(inode_columns(records) +
+                  (handle_columns(handles) if handles else b"")) +
+            frame(tail(len(records) if n_inodes is None else n_inodes,
+                       len(handles) if n_handles is None else n_handles, 2)))
+
+
 SEEDS = {
+    "columns": col_stream(
+        [COL_ROOT,
+         (2, CODE_DIR | KIND_PATH | KIND_ONE, 1, 1, b"dir", 101, None),
+         (3, CODE_REG | KIND_PATH, 3, 2, b"inner", 102, None),
+         (4, CODE_REG | KIND_PATH | KIND_ONE, 1, 2, b"inter", 103, None),
+         (5, CODE_REG | KIND_PATH | KIND_ONE, 1, 1, b"file", 99, None)],
+        [(6, 2, 0, True), (7, 3, 2, False)]),
+    "columns_handle": (
+        frame(header(version=2, oldest=2, mode=2)) +
+        frame(inode_columns(
+            [COL_ROOT,
+             (2, CODE_REG | KIND_HANDLE | KIND_ONE, 1, None, None, 5,
+              b"\x01" * 8),
+             (3, CODE_REG | KIND_HANDLE | KIND_PATH | KIND_ONE, 1, 1,
+              b"file", 6, b"\x02" * 8)]) + handle_columns([(4, 2, 0, False)])) +
+        frame(tail(3, 1, 2))),
+    "columns_unlocated": col_stream(
+        [COL_ROOT, (2, CODE_REG | KIND_ONE, 1, None, None, 7, None)]),
+
     "root_only": stream(ROOT, 1, 0),
     "file_and_handle": stream(
         ROOT + inode(2, S_IFREG, parent=1, name=b"file") + handle(5, 2, 2),

@@ -25,6 +25,7 @@
 #ifndef VHOSTMIG_FS_DEVICE_HANDLE_TABLE_H_
 #define VHOSTMIG_FS_DEVICE_HANDLE_TABLE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <utility>
@@ -50,6 +51,12 @@ struct OpenFile {
   int error = 0;
   // Serializes seek + getdents on a directory stream.
   absl::Mutex dir_mu;
+  // What the data path learned about the host file system behind `fd` (a
+  // hint, never migrated): +1 reads / writes can be tried without blocking
+  // (RWF_NOWAIT), -1 they cannot (tmpfs; ext4's buffered writes), 0 not
+  // known yet. See uring_data_path.h.
+  std::atomic<int8_t> nowait_read{0};
+  std::atomic<int8_t> nowait_write{0};
 };
 
 class HandleTable {

@@ -153,7 +153,12 @@ uint64_t PassthroughFs::attr_timeout_sec() const { return entry_timeout_sec(); }
 int PassthroughFs::CheckName(absl::string_view name) {
   if (name.empty()) return EINVAL;
   if (name.size() > NAME_MAX) return ENAMETOOLONG;
-  if (name.find('/') != absl::string_view::npos) return EINVAL;
+  // NUL cannot come from a FUSE request (names end at it) but can from a
+  // state stream, where it would cut the name short in every syscall.
+  if (name.find('/') != absl::string_view::npos ||
+      name.find('\0') != absl::string_view::npos) {
+    return EINVAL;
+  }
   if (name == "." || name == "..") return EINVAL;
   return 0;
 }

@@ -1,6 +1,11 @@
 // Data requests through the synthetic guest: OPEN, READ, WRITE and the rest
 // of the open-file family, including batching of a queue pass's transfers.
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/uio.h>
+
+#include <fstream>
 
 #include "fs_device/uring_data_path.h"
 #include "tests/fs_device/fs_test_fixture.h"
@@ -220,6 +225,126 @@ TEST(UringDataPathTest, OneSubmissionCarriesAWholeBatch) {
   for (int i = 0; i < 150; ++i) EXPECT_EQ(many[i].result, 10) << i;
   EXPECT_EQ(std::string(bufs[105].begin(), bufs[105].end()),
             std::string(10, '1'));
+}
+
+// True when `dir`'s file system can try a read without blocking.
+bool SupportsNowaitReads(const std::string& dir) {
+  const std::string path = dir + "/probe";
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  char byte = 0;
+  iovec iov{&byte, 1};
+  const bool ok = fd.valid() && preadv2(fd.get(), &iov, 1, 0, RWF_NOWAIT) >= 0;
+  unlink(path.c_str());
+  return ok;
+}
+
+std::vector<DataTransfer*> Pointers(std::vector<DataTransfer>& v) {
+  std::vector<DataTransfer*> p;
+  for (DataTransfer& t : v) p.push_back(&t);
+  return p;
+}
+
+TEST(UringDataPathTest, CachedReadsCompleteInOneSubmission) {
+  auto path = UringDataPath::Create(64);
+  if (!path.ok()) GTEST_SKIP() << "io_uring unavailable: " << path.status();
+  TempDir dir;
+  if (!SupportsNowaitReads(dir.path())) {
+    GTEST_SKIP() << dir.path() << " cannot read without blocking";
+  }
+  const std::string file = dir.path() + "/f";
+  const std::string content(8 * 100, 'c');
+  {
+    std::ofstream(file, std::ios::binary) << content;  // in the page cache
+  }
+  auto open_file = std::make_shared<OpenFile>();
+  open_file->fd.reset(open(file.c_str(), O_RDONLY));
+  ASSERT_TRUE(open_file->fd.valid());
+  std::vector<DataTransfer> reads(8);
+  std::vector<std::string> bufs(8, std::string(100, '\0'));
+  for (int i = 0; i < 8; ++i) {
+    reads[i].file = open_file;
+    reads[i].offset = 100 * i;
+    reads[i].iov = {iovec{bufs[i].data(), bufs[i].size()}};
+  }
+  (*path)->Run(Pointers(reads));
+  EXPECT_EQ((*path)->submit_calls(), 1u);
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(reads[i].result, 100) << i;
+    EXPECT_EQ(bufs[i], std::string(100, 'c')) << i;
+  }
+  EXPECT_EQ(open_file->nowait_read.load(), 1);
+}
+
+// tmpfs cannot try without blocking, so io_uring would hand every request
+// to a worker thread: after the first batch the file's transfers run
+// inline, with no submission at all.
+TEST(UringDataPathTest, FileSystemWithoutNowaitIsServedInline) {
+  auto path = UringDataPath::Create(64);
+  if (!path.ok()) GTEST_SKIP() << "io_uring unavailable: " << path.status();
+  struct statfs fs {};
+  if (statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
+    GTEST_SKIP() << "no tmpfs at /dev/shm";
+  }
+  char tmpl[] = "/dev/shm/uring-test.XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  if (SupportsNowaitReads(dir)) {
+    rmdir(dir.c_str());
+    GTEST_SKIP() << "this kernel's tmpfs reads without blocking";
+  }
+  const std::string file = dir + "/f";
+  auto open_file = std::make_shared<OpenFile>();
+  open_file->fd.reset(open(file.c_str(), O_RDWR | O_CREAT, 0644));
+  unlink(file.c_str());
+  rmdir(dir.c_str());
+  ASSERT_TRUE(open_file->fd.valid());
+  for (int batch = 0; batch < 2; ++batch) {
+    std::vector<DataTransfer> writes(4);
+    std::vector<std::string> chunks(4, std::string(50, 'a' + batch));
+    for (int i = 0; i < 4; ++i) {
+      writes[i].kind = DataTransfer::Kind::kWrite;
+      writes[i].file = open_file;
+      writes[i].offset = 50 * i;
+      writes[i].iov = {iovec{chunks[i].data(), chunks[i].size()}};
+    }
+    (*path)->Run(Pointers(writes));
+    for (const DataTransfer& t : writes) EXPECT_EQ(t.result, 50);
+    std::vector<DataTransfer> reads(1);
+    std::string back(200, '\0');
+    reads[0].file = open_file;
+    reads[0].iov = {iovec{back.data(), back.size()}};
+    (*path)->Run(Pointers(reads));
+    EXPECT_EQ(reads[0].result, 200);
+    EXPECT_EQ(back, std::string(200, 'a' + batch));
+  }
+  // Only the first batch's writes and its read tried io_uring.
+  EXPECT_EQ((*path)->submit_calls(), 2u);
+  EXPECT_EQ(open_file->nowait_read.load(), -1);
+  EXPECT_EQ(open_file->nowait_write.load(), -1);
+}
+
+TEST(UringDataPathTest, ReadAcrossTheEndOfFileReturnsTheTail) {
+  auto path = UringDataPath::Create(64);
+  if (!path.ok()) GTEST_SKIP() << "io_uring unavailable: " << path.status();
+  TempDir dir;
+  const std::string file = dir.path() + "/f";
+  { std::ofstream(file, std::ios::binary) << "0123456789"; }
+  auto open_file = std::make_shared<OpenFile>();
+  open_file->fd.reset(open(file.c_str(), O_RDONLY));
+  ASSERT_TRUE(open_file->fd.valid());
+  std::vector<DataTransfer> reads(2);
+  std::string a(100, '\0');
+  std::string b(100, '\0');
+  reads[0].file = open_file;
+  reads[0].offset = 4;
+  reads[0].iov = {iovec{a.data(), 3}, iovec{a.data() + 3, 97}};
+  reads[1].file = open_file;
+  reads[1].offset = 50;
+  reads[1].iov = {iovec{b.data(), b.size()}};
+  (*path)->Run(Pointers(reads));
+  EXPECT_EQ(reads[0].result, 6);
+  EXPECT_EQ(a.substr(0, 6), "456789");
+  EXPECT_EQ(reads[1].result, 0);
 }
 
 class SyncDataPathDeviceTest : public FsDeviceTest {

@@ -115,6 +115,18 @@ TEST_F(EntryTest, MkdirCreatesADirectoryWithTheGivenMode) {
             EEXIST);
 }
 
+// Linux's FUSE_CREATE carries the file type in the mode (S_IFREG | perms);
+// openat2 refuses such a mode unless the daemon strips the type.
+TEST_F(EntryTest, CreateAcceptsTheFileTypeInTheModeAsLinuxSendsIt) {
+  auto c = driver().Create(FUSE_ROOT_ID, "typed", O_WRONLY | O_CREAT,
+                           S_IFREG | 0640, 022);
+  ASSERT_TRUE(c.ok()) << c.status();
+  struct stat st {};
+  ASSERT_EQ(stat(HostPath("typed").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+}
+
 TEST_F(EntryTest, MknodCreatesAFifo) {
   auto e = driver().Mknod(FUSE_ROOT_ID, "fifo", S_IFIFO | 0600, 0);
   ASSERT_TRUE(e.ok()) << e.status();

@@ -11,6 +11,7 @@
 #              rs:   virtiofsd 1.13 from Debian 13 (tools/peers/fetch.sh)
 #              PATH: our daemon (//fs_device:vhost-user-fs), run as
 #                    PATH --socket-path=S --shared-dir=D --tag=T
+#                    --cache=auto --xattr
 #   --workload   guest script (default tests/guest_boot/fs_workload.sh)
 #   --host-check host script given the shared dir (default
 #                tests/guest_boot/fs_host_check.sh; "none" to skip)
@@ -64,8 +65,9 @@ start_backend() {
       ;;
     *)
       [[ -x "${backend}" ]] || skip "back-end ${backend} not built"
+      # --cache=auto --xattr: the options the peers above run with.
       cmd=("${backend}" "--socket-path=${socket}" "--shared-dir=${shared}"
-        "--tag=${TAG}")
+        "--tag=${TAG}" --cache=auto --xattr)
       ;;
   esac
   log "back-end: ${cmd[*]}"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The README's first command until `vhostmig demo` exists: installs what is
-# missing, builds the CLI, starts real vhost-user-fs back-ends on temporary
-# directories and asks `vhostmig probe` what each one negotiates (features,
-# protocol features, queues, DEVICE_STATE support):
+# Probes real vhost-user-fs back-ends (documented in the README next to its
+# main job, tools/demo.sh): installs what is missing, builds the CLI, starts
+# real vhost-user-fs back-ends on temporary directories and asks
+# `vhostmig probe` what each one negotiates (features, protocol features,
+# queues, DEVICE_STATE support):
 #
 #   1. Debian's C virtiofsd (always)
 #   2. virtiofsd 1.13 from Debian 13 (when tools/peers/fetch.sh could get it)

@@ -36,6 +36,8 @@ readonly PACKAGES=(
   qemu-system-common
   busybox-static
   iproute2
+  # Agent TLS tests generate certificates at test time.
+  openssl
   # Unpacking the Debian kernel and the test runner's report.
   xz-utils
   zstd

@@ -16,6 +16,17 @@ constexpr Subcommand kSubcommands[] = {
      "report what a vhost-user back-end offers and whether it can "
      "be migrated",
      RunProbe},
+    {"bench", "run a benchmark (vhostmig bench <kind>)", RunBench},
+    {"migrate", "migrate a device's guest between two agents", RunMigrate},
+    {"cancel", "cancel a migration before its commit", RunCancel},
+    {"status", "an agent's devices and migrations, or one migration",
+     RunStatus},
+    {"watch", "follow a migration with a progress bar", RunWatch},
+    {"resolve", "settle a migration in doubt (source paused after commit)",
+     RunResolve},
+    {"drill", "cancel-and-resume drills against a running workload", RunDrill},
+    {"demo", "two local agents, a guest migrated there and back, verified",
+     RunDemo},
 };
 
 void Usage() {

@@ -12,7 +12,9 @@
 
 ABSL_FLAG(std::string, socket, "",
           "probe: path of the back-end's vhost-user unix socket");
-ABSL_FLAG(bool, json, false, "probe: print the report as JSON");
+ABSL_FLAG(bool, json, false,
+          "print JSON for scripts instead of text (probe and the agent "
+          "subcommands)");
 
 namespace vhostmig::cli {
 

@@ -18,6 +18,24 @@ struct Subcommand {
 // probe.cc
 int RunProbe(int argc, char** argv);
 
+// bench.cc: `vhostmig bench <kind>`, dispatching to the bench_*.cc files.
+int RunBench(int argc, char** argv);
+// bench_state.cc: `vhostmig bench state`.
+int RunBenchState(int argc, char** argv);
+// bench_datapath.cc: `vhostmig bench datapath`.
+int RunBenchDatapath(int argc, char** argv);
+
+// The agent subcommands (agent_client.h has what they share), one file
+// each: migrate.cc, cancel.cc, status.cc, watch.cc, resolve.cc, drill.cc,
+// demo.cc.
+int RunMigrate(int argc, char** argv);
+int RunCancel(int argc, char** argv);
+int RunStatus(int argc, char** argv);
+int RunWatch(int argc, char** argv);
+int RunResolve(int argc, char** argv);
+int RunDrill(int argc, char** argv);
+int RunDemo(int argc, char** argv);
+
 }  // namespace vhostmig::cli
 
 #endif  // VHOSTMIG_MIGRATION_CLI_SUBCOMMAND_H_

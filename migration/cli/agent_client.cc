@@ -108,6 +108,8 @@ absl::StatusOr<v1::MigrationStatus> StartMigration(AgentConnection& source,
   v1::PrepareRequest prepare;
   prepare.set_device(args.device);
   *prepare.mutable_spec() = device->guest();
+  prepare.set_wait_for_source_ms(
+      absl::ToInt64Milliseconds(args.wait_for_source));
   v1::PrepareResponse prepared;
   grpc::Status s =
       destination.stub->Prepare(CallContext().get(), prepare, &prepared);

@@ -62,6 +62,10 @@ struct MigrateArgs {
   bool progress_bar = false;  // live bar on stderr
   bool confirm = true;        // release the source guest once handed over
   absl::Duration timeout = absl::Minutes(10);
+  // How long the prepared destination waits for the source's stream before
+  // it tears itself down (a source that died before connecting); zero means
+  // the agent's default of 60 s.
+  absl::Duration wait_for_source = absl::ZeroDuration();
 };
 
 // Prepare + Perform; returns the source's first status (id set).

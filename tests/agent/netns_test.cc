@@ -322,7 +322,11 @@ TEST_P(NetnsKillTest, SigkillDestinationResumesTheSource) {
 TEST_P(NetnsKillTest, SigkillSourceTearsTheDestinationDown) {
   StartAgents({absl::StrCat("--debug-hold-phase=", GetParam()),
                "--debug-hold-ms=3000"});
-  auto started = cli::StartMigration(*ca_, *cb_, Args());
+  // Killed in SETUP, the source never opens its stream: the destination
+  // only learns of it when its wait for the source runs out.
+  cli::MigrateArgs args = Args();
+  args.wait_for_source = absl::Seconds(10);
+  auto started = cli::StartMigration(*ca_, *cb_, args);
   ASSERT_TRUE(started.ok()) << started.status();
   v1::Phase phase;
   ASSERT_TRUE(v1::Phase_Parse(GetParam(), &phase));
@@ -334,7 +338,9 @@ TEST_P(NetnsKillTest, SigkillSourceTearsTheDestinationDown) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Phases, NetnsKillTest,
-                         ::testing::Values("PRE_COPY", "SAVE_STATE", "CHECK"));
+                         ::testing::Values("SETUP", "LOG_START", "PRE_COPY",
+                                           "STOP", "FINAL_SYNC", "SAVE_STATE",
+                                           "CHECK"));
 
 TEST_F(NetnsTest,
        DestinationLostAfterCommitLeavesTheSourcePausedUntilResolved) {

@@ -1,19 +1,14 @@
 #include "guest/vhost_user_device.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
-
-#include <cerrno>
+#include <sys/time.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/errno_status.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
+#include "vhost/frontend/state_pipe.h"
 #include "vhost/protocol/payloads.h"
 
 namespace vhostmig::guest {
@@ -28,62 +23,6 @@ absl::Status SetReplyTimeout(int socket, absl::Duration timeout) {
   }
   return absl::OkStatus();
 }
-
-absl::StatusOr<std::pair<UniqueFd, UniqueFd>> MakePipe() {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) < 0) return LastErrnoStatus("pipe2");
-  return std::make_pair(UniqueFd(p[0]), UniqueFd(p[1]));
-}
-
-// Waits up to `deadline` for `events` on `fd`.
-absl::Status PollUntil(int fd, short events, absl::Time deadline,
-                       absl::string_view what) {
-  for (;;) {
-    const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) {
-      return absl::DeadlineExceededError(
-          absl::StrCat(what, ": the back-end made no progress in time"));
-    }
-    pollfd pfd{fd, events, 0};
-    const int n =
-        ::poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(left) + 1));
-    if (n > 0) return absl::OkStatus();
-    if (n < 0 && errno != EINTR) return LastErrnoStatus(what);
-  }
-}
-
-// Writing into a pipe whose reader died raises SIGPIPE, which would kill the
-// whole process; block it on this thread for the duration and consume a
-// pending one, so the failure is an EPIPE status instead (without touching
-// the process-wide disposition a library must not own).
-class ScopedSigpipeBlock {
- public:
-  ScopedSigpipeBlock() {
-    sigset_t pipe_set;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    sigpending(&pending_before_);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_);
-  }
-  ~ScopedSigpipeBlock() {
-    if (!sigismember(&pending_before_, SIGPIPE)) {
-      sigset_t pending;
-      sigpending(&pending);
-      if (sigismember(&pending, SIGPIPE)) {
-        sigset_t pipe_set;
-        sigemptyset(&pipe_set);
-        sigaddset(&pipe_set, SIGPIPE);
-        const timespec zero{0, 0};
-        sigtimedwait(&pipe_set, nullptr, &zero);
-      }
-    }
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-
- private:
-  sigset_t old_;
-  sigset_t pending_before_;
-};
 
 }  // namespace
 
@@ -275,7 +214,7 @@ absl::Status VhostUserDevice::StopLogging() {
 }
 
 absl::StatusOr<std::string> VhostUserDevice::SaveState() {
-  ASSIGN_OR_RETURN(auto ends, MakePipe());
+  ASSIGN_OR_RETURN(auto ends, vhost::MakePipe());
   UniqueFd read_end = std::move(ends.first);
   // The write end goes to the back-end (Frontend closes our copy, so EOF
   // arrives when the back-end closes its copy).
@@ -290,14 +229,9 @@ absl::StatusOr<std::string> VhostUserDevice::SaveState() {
   std::string state;
   char buf[1 << 16];
   for (;;) {
-    RETURN_IF_ERROR(PollUntil(read_end.get(), POLLIN, deadline,
-                              "reading the device state"));
-    const ssize_t n = ::read(read_end.get(), buf, sizeof(buf));
+    ASSIGN_OR_RETURN(const size_t n, vhost::ReadSome(read_end.get(), buf,
+                                                     sizeof(buf), deadline));
     if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      return LastErrnoStatus("reading the device state");
-    }
     state.append(buf, n);
   }
   read_end.reset();
@@ -306,34 +240,16 @@ absl::StatusOr<std::string> VhostUserDevice::SaveState() {
 }
 
 absl::Status VhostUserDevice::LoadState(absl::string_view state) {
-  ASSIGN_OR_RETURN(auto ends, MakePipe());
+  ASSIGN_OR_RETURN(auto ends, vhost::MakePipe());
   UniqueFd write_end = std::move(ends.second);
   ASSIGN_OR_RETURN(UniqueFd theirs,
                    frontend_->SetDeviceStateFd(vhost::TransferDirection::kLoad,
                                                vhost::MigrationPhase::kStopped,
                                                std::move(ends.first)));
   if (theirs.valid()) write_end = std::move(theirs);
-  const int flags = ::fcntl(write_end.get(), F_GETFL);
-  if (flags < 0 || ::fcntl(write_end.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
-    return LastErrnoStatus("making the device state channel non-blocking");
-  }
-  const absl::Time deadline = absl::Now() + options_.state_timeout;
-  {
-    ScopedSigpipeBlock no_sigpipe;
-    size_t done = 0;
-    while (done < state.size()) {
-      RETURN_IF_ERROR(PollUntil(write_end.get(), POLLOUT, deadline,
-                                "writing the device state"));
-      const ssize_t n =
-          ::write(write_end.get(), state.data() + done, state.size() - done);
-      if (n < 0) {
-        if (errno == EINTR || errno == EAGAIN) continue;
-        return LastErrnoStatus(absl::StrCat("writing the device state (", done,
-                                            " of ", state.size(), " bytes)"));
-      }
-      done += n;
-    }
-  }
+  RETURN_IF_ERROR(vhost::SetNonBlocking(write_end.get()));
+  RETURN_IF_ERROR(vhost::WriteAll(write_end.get(), state,
+                                  absl::Now() + options_.state_timeout));
   // EOF tells the back-end the state is complete.
   write_end.reset();
   return frontend_->CheckDeviceState();

@@ -1,17 +1,15 @@
 #include "migration/destination_migration.h"
 
-#include <fcntl.h>
-
 #include <bit>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "base/errno_status.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 #include "migration/device_control.h"
+#include "vhost/frontend/state_pipe.h"
 #include "vhost/protocol/features.h"
 
 namespace vhostmig::migration {
@@ -194,17 +192,14 @@ absl::Status DestinationMigration::LoadState() {
     return absl::OkStatus();
   }
   vhost::Frontend& f = vmm_->frontend();
-  ASSIGN_OR_RETURN(auto ends, MakePipe());
+  ASSIGN_OR_RETURN(auto ends, vhost::MakePipe());
   UniqueFd write_end = std::move(ends.second);
   ASSIGN_OR_RETURN(UniqueFd theirs,
                    f.SetDeviceStateFd(vhost::TransferDirection::kLoad,
                                       vhost::MigrationPhase::kStopped,
                                       std::move(ends.first)));
   if (theirs.valid()) write_end = std::move(theirs);
-  const int fl = ::fcntl(write_end.get(), F_GETFL);
-  if (fl < 0 || ::fcntl(write_end.get(), F_SETFL, fl | O_NONBLOCK) < 0) {
-    return LastErrnoStatus("making the device state channel non-blocking");
-  }
+  RETURN_IF_ERROR(vhost::SetNonBlocking(write_end.get()));
   const absl::Time deadline = absl::Now() + options_.state_timeout;
   uint64_t total = 0;
   absl::Status status = absl::OkStatus();
@@ -215,7 +210,7 @@ absl::Status DestinationMigration::LoadState() {
       break;
     }
     if (auto* chunk = std::get_if<DeviceStateChunk>(&*m)) {
-      status = WriteAll(write_end.get(), chunk->bytes, deadline);
+      status = vhost::WriteAll(write_end.get(), chunk->bytes, deadline);
       if (!status.ok()) break;
       total += chunk->bytes.size();
       {

@@ -1,21 +1,16 @@
 #include "migration/source_migration.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
-#include <cerrno>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "base/errno_status.h"
 #include "base/status_macros.h"
 #include "migration/device_control.h"
+#include "vhost/frontend/state_pipe.h"
 #include "vhost/protocol/features.h"
 
 namespace vhostmig::migration {
@@ -362,7 +357,7 @@ absl::Status SourceMigration::FinalSync() {
 absl::Status SourceMigration::SaveState() {
   if (!device_state_) return absl::OkStatus();
   vhost::Frontend& f = vmm_->frontend();
-  ASSIGN_OR_RETURN(auto ends, MakePipe());
+  ASSIGN_OR_RETURN(auto ends, vhost::MakePipe());
   state_read_end_ = std::move(ends.first);
   // From here the back-end runs a save that CHECK_DEVICE_STATE must join,
   // even if we give up half way.
@@ -376,14 +371,10 @@ absl::Status SourceMigration::SaveState() {
   std::string chunk(options_.state_chunk_bytes, '\0');
   uint64_t total = 0;
   for (;;) {
-    RETURN_IF_ERROR(PollUntil(state_read_end_.get(), POLLIN, deadline,
-                              "reading the device state"));
-    const ssize_t n = ::read(state_read_end_.get(), chunk.data(), chunk.size());
+    ASSIGN_OR_RETURN(const size_t n,
+                     vhost::ReadSome(state_read_end_.get(), chunk.data(),
+                                     chunk.size(), deadline));
     if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      return LastErrnoStatus("reading the device state");
-    }
     total += n;
     RETURN_IF_ERROR(transport_->Send(DeviceStateChunk{chunk.substr(0, n)},
                                      options_.message_timeout));

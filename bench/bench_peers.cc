@@ -1,13 +1,9 @@
 #include "bench/bench_peers.h"
 
-#include <pwd.h>
 #include <unistd.h>
 
-#include <cstdlib>
-#include <fstream>
-
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "tools/peers/peers_env.h"
 
 namespace vhostmig::bench {
 
@@ -31,31 +27,6 @@ absl::StatusOr<std::unique_ptr<SocketServerProcess>> BenchPeer::Start(
                                     socket_path, log_path);
 }
 
-std::string DefaultPeersDir() {
-  if (const char* dir = std::getenv("VHOSTMIG_PEERS_DIR"); dir && *dir) {
-    return dir;
-  }
-  const passwd* pw = getpwuid(getuid());
-  return absl::StrCat(pw != nullptr ? pw->pw_dir : "/root",
-                      "/.cache/vhostmig/peers");
-}
-
-absl::StatusOr<std::string> PeersEnvValue(const std::string& peers_dir,
-                                          const std::string& key) {
-  const std::string env_file = peers_dir + "/peers.env";
-  std::ifstream in(env_file);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("no ", env_file, " (run tools/peers/fetch.sh)"));
-  }
-  const std::string prefix = key + "=";
-  for (std::string line; std::getline(in, line);) {
-    if (absl::StartsWith(line, prefix)) return line.substr(prefix.size());
-  }
-  return absl::NotFoundError(absl::StrCat(
-      key, " not in ", env_file, " (tools/peers/fetch.sh could not get it)"));
-}
-
 namespace {
 
 // Fills `peer.binary` from `given` or peers.env and `peer.unavailable` with
@@ -64,7 +35,7 @@ void Locate(BenchPeer& peer, const std::string& given,
             const std::string& peers_dir, const char* env_key) {
   peer.binary = given;
   if (peer.binary.empty() && env_key != nullptr) {
-    absl::StatusOr<std::string> path = PeersEnvValue(peers_dir, env_key);
+    absl::StatusOr<std::string> path = peers::PeersEnvValue(peers_dir, env_key);
     if (!path.ok()) {
       peer.unavailable = std::string(path.status().message());
       return;

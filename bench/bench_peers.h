@@ -57,16 +57,9 @@ struct PeerPaths {
   std::optional<int> thread_pool_size;
 };
 
-// $VHOSTMIG_PEERS_DIR, else the invoking user's ~/.cache/vhostmig/peers.
-std::string DefaultPeersDir();
-
-// Reads KEY=VALUE from `peers_dir`/peers.env; NotFound when the file or the
-// key is missing.
-absl::StatusOr<std::string> PeersEnvValue(const std::string& peers_dir,
-                                          const std::string& key);
-
 // The three peers in report order (ours first). Paths left empty in `paths`
-// come from peers.env; our daemon's path must be given.
+// come from `peers_dir`/peers.env (tools/peers/peers_env.h); our daemon's
+// path must be given.
 std::vector<BenchPeer> DescribePeers(const PeerPaths& paths,
                                      const std::string& peers_dir);
 

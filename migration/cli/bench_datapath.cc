@@ -24,6 +24,7 @@
 #include "bench/bench_peers.h"
 #include "bench/datapath_bench.h"
 #include "migration/cli/subcommand.h"
+#include "tools/peers/peers_env.h"
 
 namespace vhostmig::cli {
 namespace {
@@ -161,7 +162,7 @@ int RunBenchDatapath(int argc, char** argv) {
     };
   }
   const std::vector<bench::BenchPeer> peers =
-      bench::DescribePeers(args.paths, bench::DefaultPeersDir());
+      bench::DescribePeers(args.paths, peers::PeersDir());
   absl::StatusOr<bench::DatapathReport> report =
       bench::RunDatapathBench(peers, args.options);
   if (!report.ok()) {

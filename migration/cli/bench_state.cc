@@ -58,12 +58,12 @@
 #include "base/errno_status.h"
 #include "base/socket_server_process.h"
 #include "base/status_macros.h"
-#include "bench/bench_peers.h"
 #include "guest/guest_ram.h"
 #include "guest/vhost_user_device.h"
 #include "guest/vhost_user_transport.h"
 #include "guest/virtio_fs_driver.h"
 #include "migration/cli/subcommand.h"
+#include "tools/peers/peers_env.h"
 #include "vhost/memory/dirty_log.h"
 
 namespace vhostmig::cli {
@@ -118,7 +118,7 @@ std::string DefaultDaemon() {
 
 std::string DefaultVirtiofsd() {
   absl::StatusOr<std::string> path =
-      bench::PeersEnvValue(bench::DefaultPeersDir(), "VIRTIOFSD_RS");
+      peers::PeersEnvValue(peers::PeersDir(), "VIRTIOFSD_RS");
   return path.ok() ? *path : "";
 }
 

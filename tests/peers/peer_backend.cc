@@ -1,14 +1,10 @@
 #include "tests/peers/peer_backend.h"
 
-#include <pwd.h>
 #include <unistd.h>
 
-#include <cstdlib>
-#include <fstream>
-
 #include "absl/status/status.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "tools/peers/peers_env.h"
 
 namespace vhostmig::testing {
 namespace {
@@ -40,36 +36,15 @@ std::vector<std::string> CommandLine(PeerKind kind, const std::string& binary,
 
 }  // namespace
 
-std::string PeersDir() {
-  if (const char* dir = std::getenv("VHOSTMIG_PEERS_DIR"); dir && *dir) {
-    return dir;
-  }
-  const passwd* pw = getpwuid(getuid());
-  std::string home = pw != nullptr ? pw->pw_dir : "/root";
-  return home + "/.cache/vhostmig/peers";
-}
-
 absl::StatusOr<std::string> PeerPath(PeerKind kind) {
-  const std::string env_file = PeersDir() + "/peers.env";
-  std::ifstream in(env_file);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat(
-        "no ", env_file, " (run tools/peers/fetch.sh to provide the peers)"));
+  const std::string peers_dir = peers::PeersDir();
+  absl::StatusOr<std::string> path =
+      peers::PeersEnvValue(peers_dir, EnvKey(kind));
+  if (path.ok() && access(path->c_str(), X_OK) != 0) {
+    return absl::NotFoundError(absl::StrCat(*path, " listed in ", peers_dir,
+                                            "/peers.env is not executable"));
   }
-  const std::string prefix = absl::StrCat(EnvKey(kind), "=");
-  for (std::string line; std::getline(in, line);) {
-    if (absl::StartsWith(line, prefix)) {
-      std::string path = line.substr(prefix.size());
-      if (access(path.c_str(), X_OK) != 0) {
-        return absl::NotFoundError(
-            absl::StrCat(path, " listed in ", env_file, " is not executable"));
-      }
-      return path;
-    }
-  }
-  return absl::NotFoundError(
-      absl::StrCat(EnvKey(kind), " not in ", env_file,
-                   " (tools/peers/fetch.sh could not get it)"));
+  return path;
 }
 
 absl::StatusOr<std::unique_ptr<PeerBackend>> PeerBackend::Start(

@@ -33,12 +33,8 @@ enum class PeerKind {
   kVirtiofsd113,  // virtiofsd 1.13 (Rust) from Debian 13
 };
 
-// The folder tools/peers/fetch.sh fills: $VHOSTMIG_PEERS_DIR, else the
-// invoking user's ~/.cache/vhostmig/peers (from the password database, since
-// Bazel tests run with a private $HOME).
-std::string PeersDir();
-
-// The executable for `kind`, from peers.env; NotFound if it is not there.
+// The executable for `kind`, from peers.env (tools/peers/peers_env.h);
+// NotFound if it is not there or not executable.
 absl::StatusOr<std::string> PeerPath(PeerKind kind);
 
 class PeerBackend {

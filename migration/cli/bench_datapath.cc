@@ -16,13 +16,13 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "bench/bench_peers.h"
 #include "bench/datapath_bench.h"
+#include "migration/cli/flag_value.h"
 #include "migration/cli/subcommand.h"
 #include "tools/peers/peers_env.h"
 
@@ -80,17 +80,8 @@ bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];
     std::string value;
-    // --name=value or --name value.
     auto take = [&](absl::string_view name) {
-      if (absl::StartsWith(arg, absl::StrCat(name, "="))) {
-        value = std::string(arg.substr(name.size() + 1));
-        return true;
-      }
-      if (arg == name && i + 1 < argc) {
-        value = argv[++i];
-        return true;
-      }
-      return false;
+      return TakeFlagValue(argc, argv, &i, name, &value);
     };
     double seconds = 0;
     int number = 0;

@@ -48,7 +48,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -62,6 +61,7 @@
 #include "guest/vhost_user_device.h"
 #include "guest/vhost_user_transport.h"
 #include "guest/virtio_fs_driver.h"
+#include "migration/cli/flag_value.h"
 #include "migration/cli/subcommand.h"
 #include "tools/peers/peers_env.h"
 #include "vhost/memory/dirty_log.h"
@@ -130,15 +130,7 @@ absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
     absl::string_view arg = argv[i];
     std::string value;
     auto take = [&](absl::string_view name) {
-      if (absl::StartsWith(arg, absl::StrCat(name, "="))) {
-        value = std::string(arg.substr(name.size() + 1));
-        return true;
-      }
-      if (arg == name && i + 1 < argc) {
-        value = argv[++i];
-        return true;
-      }
-      return false;
+      return TakeFlagValue(argc, argv, &i, name, &value);
     };
     if (arg == "--json") {
       o.json = true;

@@ -3,7 +3,8 @@
 // new file with a Run function and one table line.
 //
 // A subcommand gets argv with argv[0] set to "vhostmig <name>" and parses
-// its own flags (absl flags defined in its file).
+// its own flags (absl flags defined in its file; the bench subcommands read
+// theirs by hand, through flag_value.h, which says why).
 #ifndef VHOSTMIG_MIGRATION_CLI_SUBCOMMAND_H_
 #define VHOSTMIG_MIGRATION_CLI_SUBCOMMAND_H_
 

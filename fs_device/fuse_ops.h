@@ -71,6 +71,11 @@ ReplyResult HandleReaddirplus(PassthroughFs& fs, FuseRequest& req);
 ReplyResult HandleReleasedir(PassthroughFs& fs, FuseRequest& req);
 ReplyResult HandleFsyncdir(PassthroughFs& fs, FuseRequest& req);
 
+// RELEASE/RELEASEDIR and FSYNC/FSYNCDIR differ only in the kind of handle
+// they accept (fuse_ops_data.cc).
+ReplyResult ReleaseHandle(PassthroughFs& fs, FuseRequest& req, bool directory);
+ReplyResult SyncHandle(PassthroughFs& fs, FuseRequest& req, bool directory);
+
 // Shared argument helpers.
 
 // Reads a name component that must be the last argument, validated with

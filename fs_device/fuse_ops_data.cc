@@ -123,20 +123,21 @@ ReplyResult HandleFlush(PassthroughFs& fs, FuseRequest& req) {
   return req.Ok();
 }
 
-ReplyResult HandleRelease(PassthroughFs& fs, FuseRequest& req) {
+ReplyResult ReleaseHandle(PassthroughFs& fs, FuseRequest& req, bool directory) {
   fuse_release_in in{};
   if (!req.args().Read(&in)) return req.Error(EINVAL);
-  if (int err = fs.ReleaseOpenFile(in.fh, req.nodeid(), false); err != 0) {
+  if (int err = fs.ReleaseOpenFile(in.fh, req.nodeid(), directory); err != 0) {
     return req.Error(err);
   }
   return req.Ok();
 }
 
-ReplyResult HandleFsync(PassthroughFs& fs, FuseRequest& req) {
+ReplyResult SyncHandle(PassthroughFs& fs, FuseRequest& req, bool directory) {
   fuse_fsync_in in{};
   if (!req.args().Read(&in)) return req.Error(EINVAL);
   std::shared_ptr<OpenFile> file;
-  if (int err = fs.OpenFileFor(in.fh, req.nodeid(), false, &file); err != 0) {
+  if (int err = fs.OpenFileFor(in.fh, req.nodeid(), directory, &file);
+      err != 0) {
     return req.Error(err);
   }
   const int rc = (in.fsync_flags & FUSE_FSYNC_FDATASYNC)
@@ -144,6 +145,14 @@ ReplyResult HandleFsync(PassthroughFs& fs, FuseRequest& req) {
                      : fsync(file->fd.get());
   if (rc != 0) return req.Error(errno);
   return req.Ok();
+}
+
+ReplyResult HandleRelease(PassthroughFs& fs, FuseRequest& req) {
+  return ReleaseHandle(fs, req, /*directory=*/false);
+}
+
+ReplyResult HandleFsync(PassthroughFs& fs, FuseRequest& req) {
+  return SyncHandle(fs, req, /*directory=*/false);
 }
 
 ReplyResult HandleFallocate(PassthroughFs& fs, FuseRequest& req) {

@@ -134,26 +134,11 @@ ReplyResult HandleReaddirplus(PassthroughFs& fs, FuseRequest& req) {
 }
 
 ReplyResult HandleReleasedir(PassthroughFs& fs, FuseRequest& req) {
-  fuse_release_in in{};
-  if (!req.args().Read(&in)) return req.Error(EINVAL);
-  if (int err = fs.ReleaseOpenFile(in.fh, req.nodeid(), true); err != 0) {
-    return req.Error(err);
-  }
-  return req.Ok();
+  return ReleaseHandle(fs, req, /*directory=*/true);
 }
 
 ReplyResult HandleFsyncdir(PassthroughFs& fs, FuseRequest& req) {
-  fuse_fsync_in in{};
-  if (!req.args().Read(&in)) return req.Error(EINVAL);
-  std::shared_ptr<OpenFile> file;
-  if (int err = fs.OpenFileFor(in.fh, req.nodeid(), true, &file); err != 0) {
-    return req.Error(err);
-  }
-  const int rc = (in.fsync_flags & FUSE_FSYNC_FDATASYNC)
-                     ? fdatasync(file->fd.get())
-                     : fsync(file->fd.get());
-  if (rc != 0) return req.Error(errno);
-  return req.Ok();
+  return SyncHandle(fs, req, /*directory=*/true);
 }
 
 }  // namespace vhostmig::fs

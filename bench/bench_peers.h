@@ -39,6 +39,9 @@ struct BenchPeer {
   std::vector<std::string> options;
   // Threading as the report should state it.
   std::string threading;
+  // The client turns on dirty logging before measuring, as a migration
+  // does (`vhostmig bench datapath --log-all` adds "ours-log").
+  bool log_all = false;
 
   // The full command line serving `shared_dir` on `socket_path`.
   std::vector<std::string> CommandLine(const std::string& shared_dir,

@@ -192,8 +192,10 @@ absl::Status AttachPeer(Attached& a, int run, const std::string& dir,
   const std::string socket = absl::StrCat(dir, "/", a.peer->key, ".sock");
   a.log = absl::StrCat(dir, "/", a.peer->key, "-", run, ".log");
   ASSIGN_OR_RETURN(a.process, a.peer->Start(shared, socket, a.log));
+  DatapathClientOptions client_options;
+  client_options.log_all = a.peer->log_all;
   absl::StatusOr<std::unique_ptr<DatapathClient>> client =
-      DatapathClient::Attach(socket, kFileName);
+      DatapathClient::Attach(socket, kFileName, client_options);
   if (!client.ok()) return WithLog(client.status(), a.log);
   a.client = *std::move(client);
   const std::string file = absl::StrCat(shared, "/", kFileName);

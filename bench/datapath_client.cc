@@ -107,6 +107,11 @@ absl::StatusOr<std::unique_ptr<DatapathClient>> DatapathClient::Attach(
     layouts.push_back(client->driver_->QueueLayout(q));
   }
   RETURN_IF_ERROR(client->device_->StartRings(layouts));
+  if (options.log_all) {
+    ASSIGN_OR_RETURN(client->log_,
+                     vhost::DirtyLog::Create(client->ram_->memory().end_gpa()));
+    RETURN_IF_ERROR(client->device_->StartLogging(client->log_));
+  }
   RETURN_IF_ERROR(client->driver_->Init(kInitFlags).status());
 
   ASSIGN_OR_RETURN(fuse_entry_out entry,

@@ -31,6 +31,7 @@
 #include "guest/vhost_user_device.h"
 #include "guest/vhost_user_transport.h"
 #include "guest/virtio_fs_driver.h"
+#include "vhost/memory/dirty_log.h"
 
 namespace vhostmig::bench {
 
@@ -60,6 +61,10 @@ struct DatapathClientOptions {
   uint16_t queue_size = 256;
   absl::Duration warmup = absl::Milliseconds(200);
   absl::Duration timeout = absl::Seconds(10);  // per request
+  // After attaching, turn on dirty logging as a migration's pre-copy does:
+  // VhostUserDevice::StartLogging with a DirtyLog sized for the guest RAM
+  // (LOG_SHMFD log, LOG_ALL, ring addresses with the LOG flag).
+  bool log_all = false;
 };
 
 class DatapathClient {
@@ -113,6 +118,7 @@ class DatapathClient {
   std::unique_ptr<guest::VhostUserTransport> transport_;
   std::unique_ptr<guest::VhostUserDevice> device_;
   std::unique_ptr<guest::VirtioFsDriver> driver_;
+  std::shared_ptr<vhost::DirtyLog> log_;  // with options_.log_all
   uint64_t nodeid_ = 0;
   uint64_t fh_ = 0;
   uint64_t file_size_ = 0;

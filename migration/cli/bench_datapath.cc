@@ -11,9 +11,11 @@
 // --virtiofsd-rs (default: peers.env of tools/peers/fetch.sh).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -46,6 +48,10 @@ constexpr char kUsage[] =
     "  --ours=PATH          our daemon (default: runfiles or bazel-bin)\n"
     "  --virtiofsd-c=PATH   C virtiofsd (default: peers.env)\n"
     "  --virtiofsd-rs=PATH  virtiofsd 1.13 (default: peers.env)\n"
+    "  --log-all            also measure our daemon with dirty logging on as\n"
+    "                       a migration turns it on (StartLogging: LOG_ALL,\n"
+    "                       log sized for guest RAM): peer ours-log, ratio\n"
+    "                       ours/ours-log\n"
     "  --quiet              no progress lines on stderr\n";
 
 bool Exists(const std::string& path) { return access(path.c_str(), X_OK) == 0; }
@@ -72,6 +78,7 @@ std::string DefaultOurs() {
 struct Args {
   bool json = false;
   bool quiet = false;
+  bool log_all = false;
   bench::DatapathBenchOptions options;
   bench::PeerPaths paths;
 };
@@ -89,6 +96,8 @@ bool ParseArgs(int argc, char** argv, Args* args, std::string* error) {
       args->json = true;
     } else if (arg == "--quiet") {
       args->quiet = true;
+    } else if (arg == "--log-all") {
+      args->log_all = true;
     } else if (take("--seconds")) {
       if (!absl::SimpleAtod(value, &seconds) || seconds <= 0) {
         *error = "--seconds wants a positive number";
@@ -152,8 +161,28 @@ int RunBenchDatapath(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", line.c_str());
     };
   }
-  const std::vector<bench::BenchPeer> peers =
+  std::vector<bench::BenchPeer> peers =
       bench::DescribePeers(args.paths, peers::PeersDir());
+  if (args.log_all) {
+    // Our daemon once more, with the client logging dirty pages; it runs
+    // with the others in the same interleaved rows, so on/off share the
+    // machine's load.
+    auto ours = std::find_if(
+        peers.begin(), peers.end(),
+        [](const bench::BenchPeer& p) { return p.id == bench::PeerId::kOurs; });
+    if (ours != peers.end()) {
+      bench::BenchPeer logged = *ours;
+      logged.key = "ours-log";
+      logged.label = ours->label + " LOG_ALL";
+      logged.log_all = true;
+      peers.push_back(std::move(logged));
+    }
+    auto& wanted = args.options.peers;
+    if (!wanted.empty() &&
+        std::find(wanted.begin(), wanted.end(), "ours") != wanted.end()) {
+      wanted.push_back("ours-log");
+    }
+  }
   absl::StatusOr<bench::DatapathReport> report =
       bench::RunDatapathBench(peers, args.options);
   if (!report.ok()) {

@@ -71,7 +71,8 @@ class ExtentBuilder {
 
 // Destination side: validates `extent` (flags, size, against the pages
 // already received, marked in `received`, one bit per page) and writes it
-// into `memory`.
+// into `memory`. `memory` must start zero-filled: a first copy of zero
+// pages is only checked and marked, not written (no page is allocated).
 absl::Status ApplyExtent(const PageExtent& extent,
                          const vhost::GuestMemoryMap& memory,
                          std::vector<uint64_t>* received);

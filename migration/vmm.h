@@ -61,7 +61,9 @@ class SourceVmm {
 class DestinationVmm {
  public:
   virtual ~DestinationVmm() = default;
-  // Where pages are written; regions must match the source's layout.
+  // Where pages are written; regions must match the source's layout and
+  // start zero-filled (fresh memfds, as an incoming VMM allocates them):
+  // the first copy of a zero page is not written (page_extent.h).
   virtual const vhost::GuestMemoryMap& memory() const = 0;
   // Connected: SET_OWNER and SET_PROTOCOL_FEATURES sent, nothing else (so
   // the device state can be loaded before SET_FEATURES / SET_MEM_TABLE).

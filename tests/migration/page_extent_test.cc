@@ -3,6 +3,8 @@
 // extents whose flags contradict what it already received.
 #include "migration/page_extent.h"
 
+#include <sys/stat.h>
+
 #include <cstring>
 
 #include "gtest/gtest.h"
@@ -81,6 +83,28 @@ TEST_F(PageExtentTest, DestinationChecksFirstCopyAndResendClaims) {
   ASSERT_TRUE(ApplyExtent(resend, memory_, &received).ok());
   ASSERT_TRUE(memory_.Read(2 * kPageSize + 7, &c, 1).ok());
   EXPECT_EQ(c, 0) << "kZero must clear the page";
+}
+
+TEST_F(PageExtentTest, FirstCopyOfZeroPagesAllocatesNothing) {
+  // Incoming memory is fresh (zero-filled): a first copy of zero pages
+  // must not touch it, or a mostly empty guest costs the destination an
+  // allocation per page the source never paid for.
+  std::vector<uint64_t> received;
+  const int fd = memory_.regions()[1]->fd();
+  struct stat before;
+  ASSERT_EQ(fstat(fd, &before), 0);
+  ASSERT_TRUE(ApplyExtent({16, 8, kZero, ""}, memory_, &received).ok());
+  struct stat after;
+  ASSERT_EQ(fstat(fd, &after), 0);
+  EXPECT_EQ(after.st_blocks, before.st_blocks);
+  char c = 1;
+  ASSERT_TRUE(memory_.Read(20 * kPageSize, &c, 1).ok());
+  EXPECT_EQ(c, 0);
+  // The pages count as received: a resend is accepted, a first copy not.
+  EXPECT_TRUE(
+      ApplyExtent({17, 1, kZero | kDirtySinceLastRound, ""}, memory_, &received)
+          .ok());
+  EXPECT_FALSE(ApplyExtent({18, 1, kZero, ""}, memory_, &received).ok());
 }
 
 TEST_F(PageExtentTest, MalformedExtentsAreRejected) {

@@ -25,6 +25,8 @@ int RunBench(int argc, char** argv);
 int RunBenchState(int argc, char** argv);
 // bench_datapath.cc: `vhostmig bench datapath`.
 int RunBenchDatapath(int argc, char** argv);
+// bench_migrate.cc: `vhostmig bench migrate`.
+int RunBenchMigrate(int argc, char** argv);
 
 // The agent subcommands (agent_client.h has what they share), one file
 // each: migrate.cc, cancel.cc, status.cc, watch.cc, resolve.cc, drill.cc,

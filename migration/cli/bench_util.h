@@ -1,0 +1,27 @@
+// Small pieces the `vhostmig bench` kinds share: where the daemons are, the
+// machine's load, medians.
+#ifndef VHOSTMIG_MIGRATION_CLI_BENCH_UTIL_H_
+#define VHOSTMIG_MIGRATION_CLI_BENCH_UTIL_H_
+
+#include <string>
+#include <vector>
+
+namespace vhostmig::cli {
+
+// Our vhost-user-fs next to this binary in a Bazel output tree
+// (bazel-bin/migration/cli/vhostmig -> bazel-bin/fs_device/vhost-user-fs);
+// empty when this binary is elsewhere.
+std::string DefaultDaemon();
+
+// virtiofsd 1.13 from tools/peers/fetch.sh's peers.env; empty if absent.
+std::string DefaultVirtiofsd();
+
+// The three load averages of /proc/loadavg, space-separated.
+std::string LoadAvg();
+
+// The middle element (the upper one of an even count); 0 for none.
+double Median(std::vector<double> v);
+
+}  // namespace vhostmig::cli
+
+#endif  // VHOSTMIG_MIGRATION_CLI_BENCH_UTIL_H_

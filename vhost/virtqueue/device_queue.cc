@@ -175,6 +175,18 @@ absl::Status DeviceQueue::UpdateMemory(const GuestMemoryMap& memory) {
 
 void DeviceQueue::SetLog(std::shared_ptr<DirtyLog> log) {
   std::atomic_store(&log_, std::move(log));
+  std::atomic_ref<uint64_t>(log_version_)
+      .fetch_add(1, std::memory_order_release);
+}
+
+DirtyLog* DeviceQueue::CurrentLog() {
+  const uint64_t v =
+      std::atomic_ref<uint64_t>(log_version_).load(std::memory_order_acquire);
+  if (v != seen_log_version_) {
+    ring_log_ = std::atomic_load(&log_);
+    seen_log_version_ = v;
+  }
+  return ring_log_.get();
 }
 
 void DeviceQueue::MarkDirty(DirtyLog* log, uint64_t gpa, uint64_t len) {
@@ -331,8 +343,7 @@ std::optional<DescriptorChain> DeviceQueue::Pop() {
     // while we miss its entry (virtio 1.2, 2.7.10; Linux vhost_enable_notify).
     if (Load16(avail_event(), std::memory_order_relaxed) != next_avail_) {
       Store16(avail_event(), next_avail_, std::memory_order_relaxed);
-      std::shared_ptr<DirtyLog> log = std::atomic_load(&log_);
-      MarkUsedDirty(log.get(), avail_event_offset(), sizeof(uint16_t));
+      MarkUsedDirty(CurrentLog(), avail_event_offset(), sizeof(uint16_t));
     }
     std::atomic_thread_fence(std::memory_order_seq_cst);
     avail_idx = Load16(&avail->idx, std::memory_order_acquire);
@@ -353,8 +364,7 @@ std::optional<DescriptorChain> DeviceQueue::Pop() {
     // Ask for a kick once the driver makes the entry after this one
     // available (virtio 1.2, 2.7.10).
     Store16(avail_event(), next_avail_, std::memory_order_relaxed);
-    std::shared_ptr<DirtyLog> log = std::atomic_load(&log_);
-    MarkUsedDirty(log.get(), avail_event_offset(), sizeof(uint16_t));
+    MarkUsedDirty(CurrentLog(), avail_event_offset(), sizeof(uint16_t));
   }
   absl::Status status = WalkChain(chain.head, &chain);
   if (!status.ok()) {
@@ -385,8 +395,7 @@ void DeviceQueue::WriteUsedElem(const DescriptorChain& chain, uint32_t written,
   elem.len = written;
   std::memcpy(&static_cast<vring_used*>(used_)->ring[slot], &elem,
               sizeof(elem));
-  MarkUsedDirty(log, 4 + 8ull * slot, sizeof(elem));
-  ++next_used_;
+  ++next_used_;  // the element is logged by PushUsedBatch, with its batch
 }
 
 void DeviceQueue::PushUsed(const DescriptorChain& chain, uint32_t written) {
@@ -396,15 +405,25 @@ void DeviceQueue::PushUsed(const DescriptorChain& chain, uint32_t written) {
 void DeviceQueue::PushUsedBatch(
     const std::vector<std::pair<const DescriptorChain*, uint32_t>>& done) {
   if (!ready_ || done.empty()) return;
-  std::shared_ptr<DirtyLog> log = std::atomic_load(&log_);
+  DirtyLog* log = CurrentLog();
+  const uint64_t first_slot = next_used_ % layout_.size;
   for (const auto& [chain, written] : done) {
-    WriteUsedElem(*chain, written, log.get());
+    WriteUsedElem(*chain, written, log);
   }
   // Release: the driver that sees the new index sees the elements and the
   // buffer contents (virtio 1.2, 2.7.8.2).
   Store16(&static_cast<vring_used*>(used_)->idx, next_used_,
           std::memory_order_release);
-  MarkUsedDirty(log.get(), 2, sizeof(uint16_t));
+  if (log != nullptr) {
+    // The batch's elements are consecutive slots (wrapping at most once
+    // when the batch is shorter than the ring): one or two marks, not one
+    // per element. Then the index.
+    const uint64_t n = std::min<uint64_t>(done.size(), layout_.size);
+    const uint64_t head = std::min<uint64_t>(n, layout_.size - first_slot);
+    MarkUsedDirty(log, 4 + 8 * first_slot, 8 * head);
+    if (n > head) MarkUsedDirty(log, 4, 8 * (n - head));
+    MarkUsedDirty(log, 2, sizeof(uint16_t));
+  }
 }
 
 bool DeviceQueue::NeedsNotification() {
@@ -432,13 +451,13 @@ bool DeviceQueue::NeedsNotification() {
 void DeviceQueue::SetNotification(bool enabled) {
   notification_enabled_ = enabled;
   if (!ready_) return;
-  std::shared_ptr<DirtyLog> log = std::atomic_load(&log_);
+  DirtyLog* log = CurrentLog();
   if (layout_.event_idx) {
     // With EVENT_IDX the driver ignores used->flags; suppression is simply
     // not moving avail_event forward. Enabling points it at the next entry.
     if (enabled) {
       Store16(avail_event(), next_avail_, std::memory_order_relaxed);
-      MarkUsedDirty(log.get(), avail_event_offset(), sizeof(uint16_t));
+      MarkUsedDirty(log, avail_event_offset(), sizeof(uint16_t));
     }
   } else {
     auto* used = static_cast<vring_used*>(used_);
@@ -446,7 +465,7 @@ void DeviceQueue::SetNotification(bool enabled) {
     const uint16_t new_flags = enabled ? (flags & ~VRING_USED_F_NO_NOTIFY)
                                        : (flags | VRING_USED_F_NO_NOTIFY);
     Store16(&used->flags, new_flags, std::memory_order_relaxed);
-    MarkUsedDirty(log.get(), 0, sizeof(uint16_t));
+    MarkUsedDirty(log, 0, sizeof(uint16_t));
   }
   if (enabled) {
     // Pairs with the driver's barrier between publishing avail->idx and

@@ -162,10 +162,22 @@ class DeviceQueue {
   uint64_t avail_event_offset() const;
   // Marks [offset, offset+len) of the used ring at layout_.log_used_gpa.
   void MarkUsedDirty(DirtyLog* log, uint64_t offset, uint64_t len) const;
+  // The ring thread's view of the attached log: a plain load of
+  // log_version_ per call; the shared_ptr is re-read only after SetLog.
+  // (std::atomic_load of a shared_ptr takes a lock from a global pool, and
+  // copying it two reference-count RMWs, on every Pop and PushUsedBatch.)
+  DirtyLog* CurrentLog();
 
   GuestMemoryMap memory_;
   VringLayout layout_;
   std::shared_ptr<DirtyLog> log_;  // accessed with std::atomic_load/store
+  // Bumped by SetLog after the store; accessed with std::atomic_ref (a
+  // plain member keeps DeviceQueue movable, see BackendRing::Reset).
+  uint64_t log_version_ = 0;
+  // Ring thread only: the log as of seen_log_version_. Keeps a detached
+  // log alive until the ring thread next runs.
+  std::shared_ptr<DirtyLog> ring_log_;
+  uint64_t seen_log_version_ = 0;
   bool ready_ = false;
   bool broken_ = false;
   uint16_t next_avail_ = 0;

@@ -289,6 +289,48 @@ TEST_P(VirtqueueTest, UsedRingIsLoggedOnlyWithTheLogFlagAndAtLogGuestAddr) {
   EXPECT_EQ(pages, (std::vector<uint64_t>{kBufGpa / kPage, log_addr / kPage}));
 }
 
+TEST_P(VirtqueueTest, ABatchThatWrapsLogsExactlyTheUsedSlotsItWrote) {
+  // A 2048-entry used ring spans 5 pages at log_guest_addr. A batch of 8
+  // completions starting at slot 2044 writes slots 2044..2047 (pages 3-4)
+  // and 0..3 (page 0) plus the index (page 0): pages 1 and 2 are untouched
+  // and must stay clean.
+  constexpr uint16_t kSize = 2048;
+  const uint64_t log_addr = 0x200000;
+  driver_ = DriverQueue();
+  ASSERT_TRUE(
+      driver_.Init(memory_, kRingGpa, kSize, GetParam().event_idx).ok());
+  VringLayout layout = driver_.layout();
+  layout.indirect_desc = true;
+  layout.log_used_gpa = log_addr;
+  device_ = DeviceQueue();
+  ASSERT_TRUE(device_.Setup(memory_, layout).ok());
+  for (int i = 0; i < kSize - 4; ++i) {
+    ASSERT_TRUE(driver_.Add({}, {{kBufGpa, 8}}, Indirect()).ok());
+    auto chain = device_.Pop();
+    ASSERT_TRUE(chain.has_value() && chain->status.ok());
+    device_.PushUsed(*chain, 0);
+    ASSERT_TRUE(driver_.PollUsed().has_value());
+  }
+  auto log = *DirtyLog::Create(0x300000);
+  device_.SetLog(log);
+  std::vector<DescriptorChain> chains;
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(driver_.Add({}, {{kBufGpa, 8}}, Indirect()).ok());
+    auto chain = device_.Pop();
+    ASSERT_TRUE(chain.has_value() && chain->status.ok());
+    chains.push_back(std::move(*chain));
+  }
+  std::vector<std::pair<const DescriptorChain*, uint32_t>> done;
+  for (const DescriptorChain& c : chains) done.push_back({&c, 0});
+  device_.PushUsedBatch(done);
+  std::set<uint64_t> pages;
+  log->Harvest([&](uint64_t p) { pages.insert(p); });
+  const uint64_t first = log_addr / kPage;
+  // avail_event (EVENT_IDX) sits right after slot 2047: page 4 as well.
+  EXPECT_EQ(pages, (std::set<uint64_t>{first, first + 3, first + 4}));
+  for (int i = 0; i < 8; ++i) EXPECT_TRUE(driver_.PollUsed().has_value());
+}
+
 TEST_P(VirtqueueTest, EachLogReceivesOnlyTheWritesMadeWhileAttached) {
   auto first = *DirtyLog::Create(0x300000);
   auto second = *DirtyLog::Create(0x300000);

@@ -152,16 +152,7 @@ absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
           absl::StrCat("unknown argument '", arg, "'; ", kUsage));
     }
   }
-  if (o.daemon.empty() || access(o.daemon.c_str(), X_OK) != 0) {
-    return absl::NotFoundError(absl::StrCat(
-        "vhost-user-fs not found at '", o.daemon,
-        "' (bazel build //fs_device:vhost-user-fs, or pass --daemon)"));
-  }
-  if (!o.virtiofsd.empty() && access(o.virtiofsd.c_str(), X_OK) != 0) {
-    return absl::NotFoundError(absl::StrCat(
-        "virtiofsd not found at '", o.virtiofsd,
-        "' (tools/peers/fetch.sh, --virtiofsd, or --no-virtiofsd)"));
-  }
+  RETURN_IF_ERROR(CheckBenchBinaries(o.daemon, o.virtiofsd));
   return o;
 }
 

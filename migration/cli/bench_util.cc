@@ -27,6 +27,21 @@ std::string DefaultVirtiofsd() {
   return path.ok() ? *path : "";
 }
 
+absl::Status CheckBenchBinaries(const std::string& daemon,
+                                const std::string& virtiofsd) {
+  if (daemon.empty() || access(daemon.c_str(), X_OK) != 0) {
+    return absl::NotFoundError(absl::StrCat(
+        "vhost-user-fs not found at '", daemon,
+        "' (bazel build //fs_device:vhost-user-fs, or pass --daemon)"));
+  }
+  if (!virtiofsd.empty() && access(virtiofsd.c_str(), X_OK) != 0) {
+    return absl::NotFoundError(absl::StrCat(
+        "virtiofsd not found at '", virtiofsd,
+        "' (tools/peers/fetch.sh, --virtiofsd, or --no-virtiofsd)"));
+  }
+  return absl::OkStatus();
+}
+
 std::string LoadAvg() {
   std::ifstream in("/proc/loadavg");
   std::string a, b, c;

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace vhostmig::cli {
 
 // Our vhost-user-fs next to this binary in a Bazel output tree
@@ -15,6 +17,11 @@ std::string DefaultDaemon();
 
 // virtiofsd 1.13 from tools/peers/fetch.sh's peers.env; empty if absent.
 std::string DefaultVirtiofsd();
+
+// OK when `daemon` (our vhost-user-fs) is executable and `virtiofsd` is
+// empty (not wanted) or executable; otherwise NotFound saying how to get it.
+absl::Status CheckBenchBinaries(const std::string& daemon,
+                                const std::string& virtiofsd);
 
 // The three load averages of /proc/loadavg, space-separated.
 std::string LoadAvg();

@@ -7,8 +7,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/crc32c.h"
 #include "base/errno_status.h"
-#include "fs_device/crc32c.h"
 
 namespace vhostmig::fs {
 

@@ -5,7 +5,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "base/crc32c.h"
 #include "base/status_macros.h"
 #include "base/unique_fd.h"
 #include "migration/device_control.h"
@@ -161,8 +163,14 @@ absl::Status DestinationMigration::ReceivePages() {
     ASSIGN_OR_RETURN(MigrationMessage m, Next());
     if (auto* batch = std::get_if<PageBatch>(&m)) {
       uint64_t pages = 0;
-      for (const PageExtent& e : batch->extents) {
-        RETURN_IF_ERROR(ApplyExtent(e, memory, &received_));
+      for (size_t i = 0; i < batch->extents.size(); ++i) {
+        const PageExtent& e = batch->extents[i];
+        if (absl::Status s = ApplyExtent(e, memory, &received_); !s.ok()) {
+          return absl::Status(
+              s.code(), absl::StrCat("PageBatch of round ", batch->round,
+                                     ", extent ", i + 1, " of ",
+                                     batch->extents.size(), ": ", s.message()));
+        }
         pages += e.page_count;
       }
       {
@@ -202,6 +210,7 @@ absl::Status DestinationMigration::LoadState() {
   RETURN_IF_ERROR(vhost::SetNonBlocking(write_end.get()));
   const absl::Time deadline = absl::Now() + options_.state_timeout;
   uint64_t total = 0;
+  uint32_t crc = 0;
   absl::Status status = absl::OkStatus();
   for (;;) {
     absl::StatusOr<MigrationMessage> m = Next();
@@ -213,6 +222,7 @@ absl::Status DestinationMigration::LoadState() {
       status = vhost::WriteAll(write_end.get(), chunk->bytes, deadline);
       if (!status.ok()) break;
       total += chunk->bytes.size();
+      crc = Crc32cExtend(crc, chunk->bytes.data(), chunk->bytes.size());
       {
         absl::MutexLock lock(&mu_);
         progress_.state_bytes = total;
@@ -225,6 +235,13 @@ absl::Status DestinationMigration::LoadState() {
         status = absl::DataLossError(
             absl::StrCat("device state: the source sent ", end->total_bytes,
                          " bytes, ", total, " arrived"));
+      } else if (end->crc32c != crc) {
+        // The back-end may have accepted the damaged bytes (its format need
+        // not have checksums); failing here tears it down before Ready.
+        status = absl::DataLossError(absl::StrFormat(
+            "device state: damaged in transit: its %u bytes have CRC-32C "
+            "0x%08x, the source's 0x%08x",
+            total, crc, end->crc32c));
       }
       break;
     }

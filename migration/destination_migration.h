@@ -6,9 +6,11 @@
 //   Prepare       Hello: the memory layout must match the VMM's, the
 //                 back-end must offer the source's features, and
 //                 DEVICE_STATE when state follows.
-//   ReceivePages  page extents into guest memory (each extent's flags are
-//                 checked against what arrived before), until the source's
-//                 DeviceStopped (ring bases, guest state).
+//   ReceivePages  page extents into guest memory (each extent's digest is
+//                 checked, then its flags against what arrived before),
+//                 until the source's DeviceStopped (ring bases, guest
+//                 state). A damaged extent fails the migration (DataLoss
+//                 naming the round, the extent and its pages).
 //   LoadState     SET_DEVICE_STATE_FD(load, stopped) *before* SET_FEATURES
 //                 and SET_MEM_TABLE (QEMU's order); every chunk is written
 //                 into the pipe as it arrives; EOF at the source's end.

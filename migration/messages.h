@@ -75,6 +75,11 @@ struct DeviceStateChunk {
 
 struct DeviceStateEnd {
   uint64_t total_bytes = 0;
+  // CRC-32C (base/crc32c.h) of the whole stream as the source read it from
+  // its back-end. Chunks are written into the destination's back-end as
+  // they arrive, so a damaged chunk may be loaded; this catches it before
+  // Ready, for back-ends whose own format has no checksum.
+  uint32_t crc32c = 0;
 };
 
 struct Ready {};

@@ -4,6 +4,7 @@
 
 #include "absl/base/dynamic_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "base/crc32c.h"
 #include "base/status_macros.h"
 
 namespace vhostmig::migration {
@@ -29,7 +30,36 @@ bool IsZeroGuestPage(const uint8_t* p) {
   return IsZeroPage(p);
 }
 
+// Copies the page at `host` to the end of `e`'s data and adds it to the
+// data CRC kept in e->crc32c while the extent is built. The CRC is taken
+// of the copy, not of guest RAM, which the guest may change meanwhile.
+void AppendPage(const uint8_t* host, PageExtent* e) {
+  {
+    const RacyGuestRamReads racy;
+    e->data.append(reinterpret_cast<const char*>(host), kPageSize);
+  }
+  e->crc32c = Crc32cExtend(
+      e->crc32c, e->data.data() + e->data.size() - kPageSize, kPageSize);
+}
+
+// Extends the CRC of an extent's data over its header (ExtentDigest).
+uint32_t SealDigest(uint32_t data_crc, const PageExtent& e) {
+  uint8_t header[16];
+  for (int i = 0; i < 8; ++i) {
+    header[i] = static_cast<uint8_t>(e.first_page >> (8 * i));
+  }
+  for (int i = 0; i < 4; ++i) {
+    header[8 + i] = static_cast<uint8_t>(e.page_count >> (8 * i));
+    header[12 + i] = static_cast<uint8_t>(e.flags >> (8 * i));
+  }
+  return Crc32cExtend(data_crc, header, sizeof(header));
+}
+
 }  // namespace
+
+uint32_t ExtentDigest(const PageExtent& e) {
+  return SealDigest(Crc32c(e.data.data(), e.data.size()), e);
+}
 
 bool IsZeroPage(const uint8_t* p) {
   uint64_t acc = 0;
@@ -58,8 +88,7 @@ absl::Status ExtentBuilder::AddPage(uint64_t page) {
         (zero || last.page_count < max_data_pages_)) {
       ++last.page_count;
       if (!zero) {
-        const RacyGuestRamReads racy;
-        last.data.append(reinterpret_cast<const char*>(host), kPageSize);
+        AppendPage(host, &last);
         data_bytes_ += kPageSize;
       }
       return absl::OkStatus();
@@ -70,8 +99,8 @@ absl::Status ExtentBuilder::AddPage(uint64_t page) {
   e.page_count = 1;
   e.flags = flags;
   if (!zero) {
-    const RacyGuestRamReads racy;
-    e.data.assign(reinterpret_cast<const char*>(host), kPageSize);
+    e.data.reserve(kPageSize);
+    AppendPage(host, &e);
     data_bytes_ += kPageSize;
   }
   extents_.push_back(std::move(e));
@@ -81,6 +110,7 @@ absl::Status ExtentBuilder::AddPage(uint64_t page) {
 std::vector<PageExtent> ExtentBuilder::Take() {
   std::vector<PageExtent> out;
   out.swap(extents_);
+  for (PageExtent& e : out) e.crc32c = SealDigest(e.crc32c, e);
   data_bytes_ = 0;
   return out;
 }
@@ -88,6 +118,16 @@ std::vector<PageExtent> ExtentBuilder::Take() {
 absl::Status ApplyExtent(const PageExtent& e,
                          const vhost::GuestMemoryMap& memory,
                          std::vector<uint64_t>* received) {
+  // First: nothing an extent says is believed before it is known to be
+  // what the source sent.
+  if (const uint32_t digest = ExtentDigest(e); digest != e.crc32c) {
+    return absl::DataLossError(absl::StrCat(
+        "page extent at page ", e.first_page, " (", e.page_count,
+        " pages, flags 0x", absl::Hex(e.flags), ", ", e.data.size(),
+        " data bytes) was damaged in transit: its CRC-32C is 0x",
+        absl::Hex(digest, absl::kZeroPad8), ", the source's 0x",
+        absl::Hex(e.crc32c, absl::kZeroPad8)));
+  }
   if ((e.flags & ~kKnownPageFlags) != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("page extent at page ", e.first_page, ": unknown flags 0x",

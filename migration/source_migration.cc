@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "base/crc32c.h"
 #include "base/status_macros.h"
 #include "migration/device_control.h"
 #include "vhost/frontend/state_pipe.h"
@@ -217,7 +218,25 @@ absl::Status SourceMigration::SendBatch(std::vector<PageExtent> extents,
     progress_.pages_remaining -= std::min(progress_.pages_remaining, pages);
   }
   Emit();
-  return CheckCancel();
+  RETURN_IF_ERROR(CheckCancel());
+  return CheckForAbort();
+}
+
+absl::Status SourceMigration::CheckForAbort() {
+  // Before Ready the destination sends nothing but an Abort, so anything
+  // waiting is read without blocking. A transport error is left for the
+  // next Send to report, as before.
+  absl::StatusOr<MigrationMessage> m =
+      transport_->Receive(absl::ZeroDuration());
+  if (!m.ok()) return absl::OkStatus();
+  if (const auto* abort = std::get_if<Abort>(&*m)) {
+    abort_received_ = true;
+    return absl::AbortedError(
+        absl::StrCat("the destination gave up: ", abort->reason));
+  }
+  return absl::InternalError(
+      absl::StrCat("expected nothing from the destination before Ready, got ",
+                   MessageName(*m)));
 }
 
 absl::Status SourceMigration::SendPages(const std::vector<uint64_t>* bitmap,
@@ -227,7 +246,7 @@ absl::Status SourceMigration::SendPages(const std::vector<uint64_t>* bitmap,
   auto add = [&](uint64_t page) -> absl::Status {
     RETURN_IF_ERROR(builder.AddPage(page));
     if (builder.data_bytes() >= options_.batch_bytes ||
-        builder.extents().size() >= 4096) {
+        builder.extent_count() >= 4096) {
       RETURN_IF_ERROR(SendBatch(builder.Take(), round));
     }
     return absl::OkStatus();
@@ -290,6 +309,9 @@ absl::Status SourceMigration::PreCopy() {
     }
     Emit();
     RETURN_IF_ERROR(CheckCancel());
+    // Also before Stop: a destination that gave up must not cost the guest
+    // a pause.
+    RETURN_IF_ERROR(CheckForAbort());
     if ((downtime <= options_.downtime_budget &&
          round >= options_.min_rounds) ||
         round >= options_.max_rounds) {
@@ -376,6 +398,7 @@ absl::Status SourceMigration::SaveState() {
                                      chunk.size(), deadline));
     if (n == 0) break;
     total += n;
+    state_crc_ = Crc32cExtend(state_crc_, chunk.data(), n);
     RETURN_IF_ERROR(transport_->Send(DeviceStateChunk{chunk.substr(0, n)},
                                      options_.message_timeout));
     {
@@ -384,6 +407,7 @@ absl::Status SourceMigration::SaveState() {
     }
     Emit();
     RETURN_IF_ERROR(CheckCancel());
+    RETURN_IF_ERROR(CheckForAbort());
   }
   state_read_end_.reset();
   state_total_ = total;
@@ -395,8 +419,8 @@ absl::Status SourceMigration::Check() {
     state_check_pending_ = false;
     RETURN_IF_ERROR(vmm_->frontend().CheckDeviceState());
   }
-  RETURN_IF_ERROR(
-      transport_->Send(DeviceStateEnd{state_total_}, options_.message_timeout));
+  RETURN_IF_ERROR(transport_->Send(DeviceStateEnd{state_total_, state_crc_},
+                                   options_.message_timeout));
   return AwaitReady();
 }
 

@@ -124,6 +124,10 @@ class SourceMigration {
   absl::Status Restore();
 
   absl::Status CheckCancel() const;
+  // Aborted when the destination has given up (an Abort is waiting), so
+  // the source stops at the next page batch or state chunk rather than
+  // sending on until it waits for Ready.
+  absl::Status CheckForAbort();
   void Enter(SourcePhase phase);
   void Emit();
   // Harvests the back-end's log and the guest's dirty pages into `bitmap`.
@@ -155,6 +159,7 @@ class SourceMigration {
   UniqueFd state_read_end_;
   bool state_check_pending_ = false;
   uint64_t state_total_ = 0;
+  uint32_t state_crc_ = 0;         // CRC-32C of the state bytes sent so far
   std::vector<uint64_t> pending_;  // dirty pages left for the final round
   absl::Time paused_at_;
   bool hello_sent_ = false;

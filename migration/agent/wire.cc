@@ -57,6 +57,7 @@ void EncodeMessage(const MigrationMessage& message, pb::TransferFrame* frame) {
             out->set_page_count(e.page_count);
             out->set_flags(e.flags);
             out->set_data(e.data);
+            out->set_crc32c(e.crc32c);
           }
         } else if constexpr (std::is_same_v<T, migration::DeviceStopped>) {
           pb::DeviceStopped* s = frame->mutable_device_stopped();
@@ -76,6 +77,7 @@ void EncodeMessage(const MigrationMessage& message, pb::TransferFrame* frame) {
           frame->set_state_chunk(m.bytes);
         } else if constexpr (std::is_same_v<T, migration::DeviceStateEnd>) {
           frame->set_state_end_total(m.total_bytes);
+          frame->set_state_end_crc32c(m.crc32c);
         } else if constexpr (std::is_same_v<T, migration::Ready>) {
           frame->mutable_ready();
         } else if constexpr (std::is_same_v<T, migration::Commit>) {
@@ -123,8 +125,10 @@ absl::StatusOr<MigrationMessage> DecodeMessage(const pb::TransferFrame& frame) {
           return TooMany("PageExtent data bytes", e.data().size(),
                          kMaxFrameBytes);
         }
+        // The digest is carried, not checked: the destination coordinator
+        // checks it (ApplyExtent), end to end, whatever the transport.
         out.extents.push_back(
-            {e.first_page(), e.page_count(), e.flags(), e.data()});
+            {e.first_page(), e.page_count(), e.flags(), e.data(), e.crc32c()});
       }
       return MigrationMessage(std::move(out));
     }
@@ -167,8 +171,8 @@ absl::StatusOr<MigrationMessage> DecodeMessage(const pb::TransferFrame& frame) {
       }
       return MigrationMessage(migration::DeviceStateChunk{frame.state_chunk()});
     case pb::TransferFrame::kStateEndTotal:
-      return MigrationMessage(
-          migration::DeviceStateEnd{frame.state_end_total()});
+      return MigrationMessage(migration::DeviceStateEnd{
+          frame.state_end_total(), frame.state_end_crc32c()});
     case pb::TransferFrame::kReady:
       return MigrationMessage(migration::Ready{});
     case pb::TransferFrame::kCommit:

@@ -5,8 +5,8 @@
 // counts and sizes are bounded here (regions, rings, extents, state chunks,
 // guest state, reasons) so that nothing unbounded reaches the coordinator,
 // which then checks the contents against guest memory and the device
-// (page ranges, flags, ring layout). Errors are InvalidArgument naming the
-// field, the limit and what was found.
+// (page-extent digests, page ranges, flags, ring layout). Errors are
+// InvalidArgument naming the field, the limit and what was found.
 //
 // Thread-safety: pure functions.
 #ifndef VHOSTMIG_MIGRATION_AGENT_WIRE_H_

@@ -9,7 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "fs_device/crc32c.h"
 #include "fs_device/state_columns.h"
 #include "fs_device/state_frame.h"
 #include "fs_device/state_loader.h"
@@ -23,16 +22,6 @@ namespace vhostmig::fs {
 namespace {
 
 constexpr absl::Duration kPassTimeout = absl::Seconds(30);
-
-TEST(Crc32cTest, MatchesTheStandardCheckValue) {
-  // RFC 3720 B.4 / the CRC catalogue's check value for CRC-32C.
-  EXPECT_EQ(Crc32c("123456789", 9), 0xE3069283u);
-  EXPECT_EQ(Crc32c("", 0), 0u);
-  // Extending in pieces equals one pass (the 8-byte loop and the tail).
-  const std::string s = "The quick brown fox jumps over the lazy dog";
-  EXPECT_EQ(Crc32cExtend(Crc32c(s.data(), 13), s.data() + 13, s.size() - 13),
-            Crc32c(s.data(), s.size()));
-}
 
 TEST(StateFrameTest, FramesRoundTripAndEndCleanlyAtABoundary) {
   UniqueFd fd(memfd_create("frames", MFD_CLOEXEC));

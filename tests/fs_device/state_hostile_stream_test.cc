@@ -9,7 +9,6 @@
 #include <string>
 
 #include "absl/strings/match.h"
-#include "fs_device/crc32c.h"
 #include "fs_device/state_frame.h"
 #include "fs_device/state_writer.h"
 #include "gtest/gtest.h"

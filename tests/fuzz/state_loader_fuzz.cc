@@ -20,7 +20,7 @@
 #include <cstring>
 #include <string>
 
-#include "fs_device/crc32c.h"
+#include "base/crc32c.h"
 #include "fs_device/state_frame.h"
 #include "fs_device/virtio_fs_device.h"
 
@@ -93,7 +93,7 @@ std::string WithChecksumsFixed(std::string bytes) {
     const size_t start = off + vhostmig::fs::kFrameHeaderBytes;
     if (length > bytes.size() - start) break;
     const uint32_t crc =
-        htole32(vhostmig::fs::Crc32c(bytes.data() + start, length));
+        htole32(vhostmig::Crc32c(bytes.data() + start, length));
     std::memcpy(bytes.data() + off + 4, &crc, 4);
     off = start + length;
   }

@@ -1,13 +1,17 @@
-// Cancelling a migration of the synthetic guest (ours on both sides) at
-// every source phase boundary and at seeded random points inside pre-copy
-// and the device-state transfer, and from the destination. After a cancel:
-// the source runs again (its vCPU was running during pre-copy and is
-// resumed after a stop), LOG_ALL is cleared, every ring is enabled again,
-// the destination is torn down, and the workload continues and verifies
-// every byte it ever wrote (the O_APPEND journal proves no request was lost
-// or executed twice across the ring stop and restart).
+// Cancelling a migration of the synthetic guest at every source phase
+// boundary and at seeded random points inside pre-copy and the device-state
+// transfer, and from the destination, with our back-end on both sides
+// (Ours*) and with virtiofsd 1.13 on both sides (Virtiofsd113*, skipped
+// with the reason when the peer or root is missing). After a cancel: the
+// source runs again (its vCPU was running during pre-copy and is resumed
+// after a stop), LOG_ALL is cleared, every ring is enabled again, the
+// destination is torn down, and the workload continues and verifies every
+// byte it ever wrote (the O_APPEND journal proves no request was lost or
+// executed twice across the ring stop and restart).
 #include <random>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "tests/migration/migration_fixture.h"
@@ -22,14 +26,25 @@ namespace {
     ASSERT_TRUE(_s.ok()) << #expr << ": " << _s; \
   } while (0)
 
+// The back-end on both sides, for every test below.
+const auto kBackends =
+    ::testing::Values(BackendKind::kOurs, BackendKind::kVirtiofsd113);
+
 class CancelTest : public MigrationTest {
  protected:
+  virtual BackendKind Kind() const = 0;
+
   void SetUp() override {
     MigrationTest::SetUp();
-    auto s = StartBackend(BackendKind::kOurs, "src");
+    if (HasFatalFailure()) return;
+    std::string why;
+    if (!Available(Kind(), &why)) {
+      GTEST_SKIP() << KindName(Kind()) << ": " << why;
+    }
+    auto s = StartBackend(Kind(), "src");
     ASSERT_TRUE(s.ok()) << s.status();
     source_ = *std::move(s);
-    auto d = StartBackend(BackendKind::kOurs, "dst");
+    auto d = StartBackend(Kind(), "dst");
     ASSERT_TRUE(d.ok()) << d.status();
     destination_ = *std::move(d);
   }
@@ -63,6 +78,7 @@ class CancelTest : public MigrationTest {
     EXPECT_EQ(r.destination_vmm->guest(), nullptr)
         << "the destination was not torn down";
     EXPECT_EQ(r.source->progress().phase, SourcePhase::kDone);
+    RecordProperty("source_status", r.source_status.ToString());
 
     guest::SyntheticGuest& g = *r.source_guest;
     vhost::Frontend& f = g.device().frontend();
@@ -87,11 +103,15 @@ class CancelTest : public MigrationTest {
 };
 
 class CancelAtPhaseTest : public CancelTest,
-                          public ::testing::WithParamInterface<SourcePhase> {};
+                          public ::testing::WithParamInterface<
+                              std::tuple<BackendKind, SourcePhase>> {
+ protected:
+  BackendKind Kind() const override { return std::get<0>(GetParam()); }
+};
 
 TEST_P(CancelAtPhaseTest, SourceResumesAndWorkloadVerifies) {
   RunOptions o = Options();
-  const SourcePhase at = GetParam();
+  const SourcePhase at = std::get<1>(GetParam());
   o.cancel_source_when = [at](const SourceProgress& p) {
     return p.phase == at;
   };
@@ -100,21 +120,29 @@ TEST_P(CancelAtPhaseTest, SourceResumesAndWorkloadVerifies) {
 
 INSTANTIATE_TEST_SUITE_P(
     EveryBoundary, CancelAtPhaseTest,
-    ::testing::Values(SourcePhase::kSetup, SourcePhase::kLogStart,
-                      SourcePhase::kPreCopy, SourcePhase::kStop,
-                      SourcePhase::kFinalSync, SourcePhase::kSaveState,
-                      SourcePhase::kCheck),
-    [](const ::testing::TestParamInfo<SourcePhase>& info) {
-      return std::string(PhaseName(info.param));
+    ::testing::Combine(kBackends, ::testing::Values(SourcePhase::kSetup,
+                                                    SourcePhase::kLogStart,
+                                                    SourcePhase::kPreCopy,
+                                                    SourcePhase::kStop,
+                                                    SourcePhase::kFinalSync,
+                                                    SourcePhase::kSaveState,
+                                                    SourcePhase::kCheck)),
+    [](const ::testing::TestParamInfo<std::tuple<BackendKind, SourcePhase>>&
+           info) {
+      return KindName(std::get<0>(info.param)) +
+             PhaseName(std::get<1>(info.param));
     });
 
 // The k-th progress event inside a phase, k drawn from a seeded generator.
-class CancelAtRandomPointTest
-    : public CancelTest,
-      public ::testing::WithParamInterface<std::tuple<SourcePhase, int>> {};
+class CancelAtRandomPointTest : public CancelTest,
+                                public ::testing::WithParamInterface<
+                                    std::tuple<BackendKind, SourcePhase, int>> {
+ protected:
+  BackendKind Kind() const override { return std::get<0>(GetParam()); }
+};
 
 TEST_P(CancelAtRandomPointTest, SourceResumesAndWorkloadVerifies) {
-  const auto [phase, seed] = GetParam();
+  const auto [kind, phase, seed] = GetParam();
   std::mt19937 rng(seed);
   const int k = std::uniform_int_distribution<int>(1, 8)(rng);
   RecordProperty("cancel_event", k);
@@ -128,21 +156,27 @@ TEST_P(CancelAtRandomPointTest, SourceResumesAndWorkloadVerifies) {
 
 INSTANTIATE_TEST_SUITE_P(
     Seeded, CancelAtRandomPointTest,
-    ::testing::Combine(::testing::Values(SourcePhase::kPreCopy,
+    ::testing::Combine(kBackends,
+                       ::testing::Values(SourcePhase::kPreCopy,
                                          SourcePhase::kSaveState),
                        ::testing::Values(1, 2, 3, 4)),
-    [](const ::testing::TestParamInfo<std::tuple<SourcePhase, int>>& info) {
-      return std::string(PhaseName(std::get<0>(info.param))) + "Seed" +
-             std::to_string(std::get<1>(info.param));
+    [](const ::testing::TestParamInfo<
+        std::tuple<BackendKind, SourcePhase, int>>& info) {
+      return KindName(std::get<0>(info.param)) +
+             PhaseName(std::get<1>(info.param)) + "Seed" +
+             std::to_string(std::get<2>(info.param));
     });
 
-class CancelByDestinationTest
-    : public CancelTest,
-      public ::testing::WithParamInterface<DestinationPhase> {};
+class CancelByDestinationTest : public CancelTest,
+                                public ::testing::WithParamInterface<
+                                    std::tuple<BackendKind, DestinationPhase>> {
+ protected:
+  BackendKind Kind() const override { return std::get<0>(GetParam()); }
+};
 
 TEST_P(CancelByDestinationTest, SourceResumesAndWorkloadVerifies) {
   RunOptions o = Options();
-  const DestinationPhase at = GetParam();
+  const DestinationPhase at = std::get<1>(GetParam());
   o.cancel_destination_when = [at](const DestinationProgress& p) {
     return p.phase == at;
   };
@@ -151,16 +185,27 @@ TEST_P(CancelByDestinationTest, SourceResumesAndWorkloadVerifies) {
 
 INSTANTIATE_TEST_SUITE_P(
     DestinationPhases, CancelByDestinationTest,
-    ::testing::Values(DestinationPhase::kPrepare,
-                      DestinationPhase::kReceivePages,
-                      DestinationPhase::kLoadState, DestinationPhase::kCheck),
-    [](const ::testing::TestParamInfo<DestinationPhase>& info) {
-      return std::string(PhaseName(info.param));
+    ::testing::Combine(kBackends,
+                       ::testing::Values(DestinationPhase::kPrepare,
+                                         DestinationPhase::kReceivePages,
+                                         DestinationPhase::kLoadState,
+                                         DestinationPhase::kCheck)),
+    [](const ::testing::TestParamInfo<
+        std::tuple<BackendKind, DestinationPhase>>& info) {
+      return KindName(std::get<0>(info.param)) +
+             PhaseName(std::get<1>(info.param));
     });
 
 // Once Commit is sent the source must not resume: Cancel() is refused and
 // the migration completes.
-TEST_F(CancelTest, CancelAfterCommitIsRefusedAndHandoverCompletes) {
+class CancelAfterCommitTest
+    : public CancelTest,
+      public ::testing::WithParamInterface<BackendKind> {
+ protected:
+  BackendKind Kind() const override { return GetParam(); }
+};
+
+TEST_P(CancelAfterCommitTest, CancelAfterCommitIsRefusedAndHandoverCompletes) {
   RunOptions o = Options();
   o.cancel_source_when = [](const SourceProgress& p) {
     return p.phase == SourcePhase::kHandover;
@@ -176,6 +221,53 @@ TEST_F(CancelTest, CancelAfterCommitIsRefusedAndHandoverCompletes) {
   guest::SyntheticGuest& dst = *r.destination_vmm->guest();
   ASSERT_OK(dst.RunSteps(8));
   ASSERT_OK(dst.workload().VerifyAll());
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, CancelAfterCommitTest, kBackends,
+                         [](const ::testing::TestParamInfo<BackendKind>& info) {
+                           return KindName(info.param);
+                         });
+
+// A destination that gave up is noticed while pages still flow, not only
+// when the source waits for Ready: the source stops after its next page
+// batch and never pauses the guest for a migration that cannot complete.
+TEST_F(MigrationTest, AbortFromTheDestinationEndsPreCopyBeforeTheGuestPauses) {
+  auto backend = StartBackend(BackendKind::kOurs, "src");
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto guest = guest::SyntheticGuest::Create((*backend)->socket_path(), {});
+  ASSERT_TRUE(guest.ok()) << guest.status();
+  guest::SyntheticGuest& g = **guest;
+  ASSERT_OK(g.RunSteps(8));
+  ASSERT_OK(g.StartVcpu());
+  auto [source_end, destination_end] = InProcessTransport::CreatePair();
+  // The destination's Abort is waiting before the source sends anything.
+  ASSERT_OK(destination_end->Send(Abort{"the destination gave up early"},
+                                  absl::Seconds(1)));
+  SyntheticSourceVmm vmm(&g);
+  SourceOptions options;
+  options.min_rounds = 3;
+  std::vector<SourcePhase> phases;
+  options.observer = [&phases](const SourceProgress& p) {
+    if (phases.empty() || phases.back() != p.phase) phases.push_back(p.phase);
+  };
+  SourceMigration source(&vmm, source_end.get(), options);
+  const absl::Status status = source.Run();
+  EXPECT_TRUE(absl::IsAborted(status)) << status;
+  EXPECT_NE(status.message().find("the destination gave up early"),
+            std::string::npos)
+      << status;
+  const std::vector<SourcePhase> want = {
+      SourcePhase::kSetup, SourcePhase::kLogStart, SourcePhase::kPreCopy,
+      SourcePhase::kCancelling, SourcePhase::kDone};
+  EXPECT_EQ(phases, want);
+  // Round 1's first batch went out; the rest did not.
+  EXPECT_EQ(source.progress().round, 1u);
+  // No Abort is sent back to a destination that already gave up.
+  EXPECT_EQ(source_end->sent().messages, 2u) << "Hello and one PageBatch";
+  EXPECT_EQ(g.device().frontend().acked_features() & vhost::kLogAllMask, 0u);
+  ASSERT_OK(g.Pause());
+  ASSERT_OK(g.RunSteps(8));
+  ASSERT_OK(g.workload().VerifyAll());
 }
 
 }  // namespace

@@ -1,11 +1,15 @@
 // The page-extent format: zero pages cost a flag, extents coalesce only
-// within a region and up to the data limit, and the destination rejects
-// extents whose flags contradict what it already received.
+// within a region and up to the data limit, every extent carries the digest
+// of what it holds, and the destination rejects extents that were damaged
+// on the way or whose flags contradict what it already received.
 #include "migration/page_extent.h"
 
 #include <sys/stat.h>
 
 #include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "migration/in_process_transport.h"
@@ -33,6 +37,11 @@ class PageExtentTest : public ::testing::Test {
                     .Write(page * kPageSize, std::string(kPageSize, c).data(),
                            kPageSize)
                     .ok());
+  }
+  // What a well-behaved source sends: the extent with its digest.
+  static PageExtent Sealed(PageExtent e) {
+    e.crc32c = ExtentDigest(e);
+    return e;
   }
   vhost::GuestMemoryMap memory_;
 };
@@ -70,8 +79,8 @@ TEST_F(PageExtentTest, ExtentsNeverSpanTheHoleOrExceedTheDataLimit) {
 
 TEST_F(PageExtentTest, DestinationChecksFirstCopyAndResendClaims) {
   std::vector<uint64_t> received;
-  PageExtent first{2, 1, 0, std::string(kPageSize, 'q')};
-  PageExtent resend{2, 1, kDirtySinceLastRound | kZero, ""};
+  const PageExtent first = Sealed({2, 1, 0, std::string(kPageSize, 'q')});
+  const PageExtent resend = Sealed({2, 1, kDirtySinceLastRound | kZero, ""});
   EXPECT_FALSE(ApplyExtent(resend, memory_, &received).ok())
       << "a resend of a page never sent must be rejected";
   ASSERT_TRUE(ApplyExtent(first, memory_, &received).ok());
@@ -93,7 +102,7 @@ TEST_F(PageExtentTest, FirstCopyOfZeroPagesAllocatesNothing) {
   const int fd = memory_.regions()[1]->fd();
   struct stat before;
   ASSERT_EQ(fstat(fd, &before), 0);
-  ASSERT_TRUE(ApplyExtent({16, 8, kZero, ""}, memory_, &received).ok());
+  ASSERT_TRUE(ApplyExtent(Sealed({16, 8, kZero, ""}), memory_, &received).ok());
   struct stat after;
   ASSERT_EQ(fstat(fd, &after), 0);
   EXPECT_EQ(after.st_blocks, before.st_blocks);
@@ -101,24 +110,89 @@ TEST_F(PageExtentTest, FirstCopyOfZeroPagesAllocatesNothing) {
   ASSERT_TRUE(memory_.Read(20 * kPageSize, &c, 1).ok());
   EXPECT_EQ(c, 0);
   // The pages count as received: a resend is accepted, a first copy not.
-  EXPECT_TRUE(
-      ApplyExtent({17, 1, kZero | kDirtySinceLastRound, ""}, memory_, &received)
-          .ok());
-  EXPECT_FALSE(ApplyExtent({18, 1, kZero, ""}, memory_, &received).ok());
+  EXPECT_TRUE(ApplyExtent(Sealed({17, 1, kZero | kDirtySinceLastRound, ""}),
+                          memory_, &received)
+                  .ok());
+  EXPECT_FALSE(
+      ApplyExtent(Sealed({18, 1, kZero, ""}), memory_, &received).ok());
 }
 
 TEST_F(PageExtentTest, MalformedExtentsAreRejected) {
+  // Intact (their digests match), but not what the format allows.
   std::vector<uint64_t> received;
-  EXPECT_FALSE(ApplyExtent({0, 1, 1u << 7, std::string(kPageSize, 'a')},
-                           memory_, &received)
-                   .ok());  // unknown flag
-  EXPECT_FALSE(ApplyExtent({0, 2, 0, std::string(kPageSize, 'a')}, memory_,
-                           &received)
-                   .ok());  // short data
-  EXPECT_FALSE(ApplyExtent({0, 1, kZero, "x"}, memory_, &received).ok());
-  EXPECT_FALSE(ApplyExtent({0, 0, kZero, ""}, memory_, &received).ok());
-  EXPECT_FALSE(ApplyExtent({9, 1, kZero, ""}, memory_, &received).ok())
-      << "page 9 is in the hole";
+  auto apply = [&](PageExtent e) {
+    return ApplyExtent(Sealed(std::move(e)), memory_, &received);
+  };
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      apply({0, 1, 1u << 7, std::string(kPageSize, 'a')})))
+      << "unknown flag";
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(apply({0, 2, 0, std::string(kPageSize, 'a')})))
+      << "short data";
+  EXPECT_TRUE(absl::IsInvalidArgument(apply({0, 1, kZero, "x"})));
+  EXPECT_TRUE(absl::IsInvalidArgument(apply({0, 0, kZero, ""})));
+  EXPECT_FALSE(apply({9, 1, kZero, ""}).ok()) << "page 9 is in the hole";
+}
+
+TEST_F(PageExtentTest, BuiltExtentsCarryTheDigestOfWhatTheyHold) {
+  Fill(2, 'a');
+  Fill(3, 'b');
+  Fill(17, 'c');
+  ExtentBuilder b(&memory_, 0, 64);
+  for (uint64_t p : {0, 1, 2, 3, 4, 5, 6, 7, 16, 17}) {
+    ASSERT_TRUE(b.AddPage(p).ok());
+  }
+  std::vector<PageExtent> e = b.Take();
+  ASSERT_EQ(e.size(), 5u);
+  for (const PageExtent& x : e) {
+    EXPECT_EQ(x.crc32c, ExtentDigest(x)) << "extent at page " << x.first_page;
+  }
+  // The header counts: zero extents differ by where they are.
+  EXPECT_NE(e[0].crc32c, e[2].crc32c);
+  // A destination takes them all.
+  std::vector<uint64_t> received;
+  for (const PageExtent& x : e) {
+    EXPECT_TRUE(ApplyExtent(x, memory_, &received).ok());
+  }
+}
+
+TEST_F(PageExtentTest, DamagedExtentIsRejectedNamingItBeforeAnythingLands) {
+  std::vector<uint64_t> received;
+  const PageExtent good = Sealed({2, 2, 0, std::string(2 * kPageSize, 'q')});
+
+  // One flipped bit in the second page's data.
+  PageExtent flipped = good;
+  flipped.data[kPageSize + 100] ^= 0x20;
+  const absl::Status s = ApplyExtent(flipped, memory_, &received);
+  EXPECT_TRUE(absl::IsDataLoss(s)) << s;
+  EXPECT_NE(s.message().find("page extent at page 2 (2 pages"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.message().find("damaged in transit"), std::string::npos) << s;
+  // Nothing landed: memory is untouched and the pages are not marked
+  // received, so the intact copy is still a valid first copy.
+  char c = 1;
+  ASSERT_TRUE(memory_.Read(3 * kPageSize + 100, &c, 1).ok());
+  EXPECT_EQ(c, 0);
+  ASSERT_TRUE(ApplyExtent(good, memory_, &received).ok());
+
+  // A damaged header: a resend moved to another received page, or with a
+  // flag flipped (it would zero the page instead of writing it).
+  PageExtent moved =
+      Sealed({2, 1, kDirtySinceLastRound, std::string(kPageSize, 'r')});
+  moved.first_page = 3;
+  EXPECT_TRUE(absl::IsDataLoss(ApplyExtent(moved, memory_, &received)));
+  PageExtent zeroed = Sealed({2, 1, kDirtySinceLastRound | kZero, ""});
+  zeroed.flags = kDirtySinceLastRound;
+  EXPECT_TRUE(absl::IsDataLoss(ApplyExtent(zeroed, memory_, &received)));
+  ASSERT_TRUE(memory_.Read(3 * kPageSize + 100, &c, 1).ok());
+  EXPECT_EQ(c, 'q');
+
+  // An extent without a digest (a source that computes none) is refused.
+  PageExtent unsealed = good;
+  unsealed.flags = kDirtySinceLastRound;
+  unsealed.crc32c = 0;
+  EXPECT_TRUE(absl::IsDataLoss(ApplyExtent(unsealed, memory_, &received)));
 }
 
 TEST(InProcessTransportTest, FlowControlBlocksTheSenderUntilTheWindowDrains) {

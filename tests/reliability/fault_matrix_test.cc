@@ -1,16 +1,21 @@
 // The fault matrix (issue 7, docs/reliability.md): a migration of the
-// synthetic guest between two vhost-user-fs daemon *processes* (ours,
-// //fs_device:vhost-user-fs), with one fault injected per cell at one
-// phase, and the outcome written down for every cell and checked.
+// synthetic guest between two vhost-user-fs daemon *processes*, with one
+// fault injected per cell at one phase, and the outcome written down for
+// every cell and checked. Every cell runs with our daemon
+// (//fs_device:vhost-user-fs) on both sides (Cells/*); the cells that say
+// something about a back-end also run with virtiofsd 1.13 on both sides
+// (Virtiofsd113Cells/*, --migration-mode=find-paths
+// --migration-on-error=abort; skipped with the reason when the peer or root
+// is missing), with the outcome written down for it.
 //
 // Faults: a back-end killed (SIGKILL) on the source or the destination; the
 // front-end disconnecting (its socket shut down) on either side; the
 // device-state pipe closed early (StatePipeProxy); the state stream
-// truncated or corrupted in transit and the destination slow to consume
-// (FaultTransport). Phases: the source's Setup … Handover and the
-// destination's Prepare … Start, each reached through the coordinators'
-// progress observers (the fault is injected on the coordinator's thread
-// when it enters the phase).
+// truncated or corrupted, page data corrupted in transit, and the
+// destination slow to consume (FaultTransport). Phases: the source's Setup
+// … Handover and the destination's Prepare … Start, each reached through
+// the coordinators' progress observers (the fault is injected on the
+// coordinator's thread when it enters the phase).
 //
 // Outcomes:
 //   Completes         both sides OK; destination RAM = source RAM; the
@@ -37,16 +42,24 @@
 // front-end disconnected exits cleanly (it resets its device; like
 // virtiofsd it then exits rather than waiting for another front-end — the
 // waiting variant is pinned by FrontendDisconnectResetsBackendForNextFrontend).
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include <cerrno>
+#include <fstream>
+#include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/migration/migration_fixture.h"
+#include "tests/peers/peer_backend.h"
 #include "tests/reliability/fault_transport.h"
 #include "tests/reliability/reliability_fixture.h"
 #include "tests/reliability/state_pipe_proxy.h"
@@ -59,6 +72,8 @@ using migration::DestinationPhase;
 using migration::DestinationProgress;
 using migration::SourcePhase;
 using migration::SourceProgress;
+using migration::testing::BackendKind;
+using migration::testing::KindName;
 using migration::testing::MigrationRun;
 using migration::testing::RunOptions;
 
@@ -78,7 +93,8 @@ enum class Fault {
   kTruncateStateStream,          // DeviceStateEnd still says the full size
   kTruncateStateStreamAndTotal,  // DeviceStateEnd made consistent
   kCorruptStateHeader,           // a byte of chunk 0 flipped
-  kCorruptStateBody,             // a byte of chunk 2 flipped
+  kCorruptStateBody,             // a byte of chunk 2 (1.13: 1) flipped
+  kCorruptPageData,              // a byte of a PageBatch's page data flipped
   kSlowDestination,              // 4 MB/s: still completes
   kStalledDestination,           // 16 KB/s, short timeouts: times out cleanly
 };
@@ -97,77 +113,93 @@ struct Cell {
   // or the proxy).
   std::optional<SourcePhase> source_phase;
   std::optional<DestinationPhase> destination_phase;
-  Outcome expected;
+  Outcome expected;  // with our daemon on both sides
+  // With virtiofsd 1.13 on both sides; cells without one do not run with
+  // it (they test our daemon or the coordinator, not the back-end).
+  std::optional<Outcome> virtiofsd113;
 };
 
-// The matrix. docs/reliability.md shows the same table; keep them equal.
+// The matrix. docs/reliability.md shows the same tables; keep them equal.
 const Cell kCells[] = {
     // A back-end killed on the source.
     {"KillSourceBackendInSetup",
      Fault::kKillSourceBackend,
      SourcePhase::kSetup,
      {},
+     Outcome::kSourceDeviceLost,
      Outcome::kSourceDeviceLost},
     {"KillSourceBackendInLogStart",
      Fault::kKillSourceBackend,
      SourcePhase::kLogStart,
      {},
+     Outcome::kSourceDeviceLost,
      Outcome::kSourceDeviceLost},
     {"KillSourceBackendInPreCopy",
      Fault::kKillSourceBackend,
      SourcePhase::kPreCopy,
      {},
+     Outcome::kSourceDeviceLost,
      Outcome::kSourceDeviceLost},
     {"KillSourceBackendInStop",
      Fault::kKillSourceBackend,
      SourcePhase::kStop,
      {},
+     Outcome::kSourceDeviceLost,
      Outcome::kSourceDeviceLost},
     {"KillSourceBackendInFinalSync",
      Fault::kKillSourceBackend,
      SourcePhase::kFinalSync,
      {},
+     Outcome::kSourceDeviceLost,
      Outcome::kSourceDeviceLost},
     {"KillSourceBackendInSaveState",
      Fault::kKillSourceBackend,
      SourcePhase::kSaveState,
      {},
+     Outcome::kSourceDeviceLost,
      Outcome::kSourceDeviceLost},
     {"KillSourceBackendInCheck",
      Fault::kKillSourceBackend,
      SourcePhase::kCheck,
      {},
+     Outcome::kSourceDeviceLost,
      Outcome::kSourceDeviceLost},
     {"KillSourceBackendInHandover",
      Fault::kKillSourceBackend,
      SourcePhase::kHandover,
      {},
+     Outcome::kCompletes,
      Outcome::kCompletes},
     // A back-end killed on the destination.
     {"KillDestinationBackendInPrepare",
      Fault::kKillDestinationBackend,
      {},
      DestinationPhase::kPrepare,
+     Outcome::kSourceResumes,
      Outcome::kSourceResumes},
     {"KillDestinationBackendInReceivePages",
      Fault::kKillDestinationBackend,
      {},
      DestinationPhase::kReceivePages,
+     Outcome::kSourceResumes,
      Outcome::kSourceResumes},
     {"KillDestinationBackendInLoadState",
      Fault::kKillDestinationBackend,
      {},
      DestinationPhase::kLoadState,
+     Outcome::kSourceResumes,
      Outcome::kSourceResumes},
     {"KillDestinationBackendInCheck",
      Fault::kKillDestinationBackend,
      {},
      DestinationPhase::kCheck,
+     Outcome::kSourceResumes,
      Outcome::kSourceResumes},
     {"KillDestinationBackendInStart",
      Fault::kKillDestinationBackend,
      {},
      DestinationPhase::kStart,
+     Outcome::kDestinationLostAfterCommit,
      Outcome::kDestinationLostAfterCommit},
     // The source's front-end disconnects from its back-end.
     {"DisconnectSourceFrontendInSetup",
@@ -242,31 +274,57 @@ const Cell kCells[] = {
      Fault::kCloseSaveStatePipe,
      SourcePhase::kSaveState,
      {},
+     Outcome::kSourceResumes,
      Outcome::kSourceResumes},
     {"StatePipeClosedEarlyOnDestination",
      Fault::kCloseLoadStatePipe,
      {},
      DestinationPhase::kLoadState,
+     Outcome::kSourceResumes,
      Outcome::kSourceResumes},
     {"StateStreamTruncated",
      Fault::kTruncateStateStream,
      {},
      DestinationPhase::kLoadState,
+     Outcome::kSourceResumes,
      Outcome::kSourceResumes},
     {"StateStreamTruncatedWithConsistentTotal",
      Fault::kTruncateStateStreamAndTotal,
      {},
      DestinationPhase::kLoadState,
+     Outcome::kSourceResumes,
      Outcome::kSourceResumes},
     {"StateStreamHeaderCorrupted",
      Fault::kCorruptStateHeader,
      {},
      DestinationPhase::kLoadState,
+     Outcome::kSourceResumes,
      Outcome::kSourceResumes},
     {"StateStreamBodyCorrupted",
      Fault::kCorruptStateBody,
      {},
      DestinationPhase::kLoadState,
+     Outcome::kSourceResumes,
+     // virtiofsd 1.13's state has no checksum: it loads the damaged bytes
+     // and CHECK_DEVICE_STATE succeeds. The coordinator's digest of the
+     // whole stream (DeviceStateEnd::crc32c) fails the migration before
+     // Ready. Without it the handover completed and the guest's next
+     // request on the damaged handle failed with EBADF.
+     Outcome::kSourceResumes},
+    // Page data damaged in transit (a byte of the first data extent of the
+    // next PageBatch after the phase began): the extent's digest no longer
+    // matches; the destination rejects it before anything lands.
+    {"PageDataCorruptedInPreCopy",
+     Fault::kCorruptPageData,
+     SourcePhase::kPreCopy,
+     {},
+     Outcome::kSourceResumes,
+     Outcome::kSourceResumes},
+    {"PageDataCorruptedInFinalSync",
+     Fault::kCorruptPageData,
+     SourcePhase::kFinalSync,
+     {},
+     Outcome::kSourceResumes,
      Outcome::kSourceResumes},
     // The destination slow to consume (every phase).
     {"SlowDestinationStillCompletes",
@@ -308,6 +366,55 @@ bool OnSource(Fault f) {
          f == Fault::kCloseSaveStatePipe;
 }
 
+// A back-end process a cell can kill: our daemon or virtiofsd 1.13.
+class Daemon {
+ public:
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(
+      BackendKind kind, const std::string& shared_dir,
+      const std::string& socket_path) {
+    std::unique_ptr<Daemon> d(new Daemon());
+    if (kind == BackendKind::kVirtiofsd113) {
+      auto peer = vhostmig::testing::PeerBackend::Start(
+          vhostmig::testing::PeerKind::kVirtiofsd113, shared_dir, socket_path,
+          {"--migration-mode=find-paths", "--migration-on-error=abort"});
+      if (!peer.ok()) return peer.status();
+      d->peer_ = *std::move(peer);
+    } else {
+      auto ours = FsDaemon::Start(shared_dir, socket_path);
+      if (!ours.ok()) return ours.status();
+      d->ours_ = *std::move(ours);
+    }
+    return d;
+  }
+
+  const std::string& socket_path() const {
+    return ours_ ? ours_->socket_path() : peer_->socket_path();
+  }
+  // SIGKILL, then reaps it (bounded).
+  absl::Status Kill() {
+    if (ours_) return ours_->Kill();
+    if (::kill(peer_->pid(), SIGKILL) != 0) {
+      return absl::ErrnoToStatus(errno, "kill virtiofsd");
+    }
+    return peer_->WaitForExit(absl::Seconds(5)).status();
+  }
+  absl::StatusOr<int> WaitForExit(absl::Duration timeout) {
+    return ours_ ? ours_->WaitForExit(timeout) : peer_->WaitForExit(timeout);
+  }
+  std::string Log() const {
+    if (ours_) return ours_->Log();
+    std::ifstream in(peer_->log_path());
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+ private:
+  Daemon() = default;
+  std::unique_ptr<FsDaemon> ours_;
+  std::unique_ptr<vhostmig::testing::PeerBackend> peer_;
+};
+
 class FaultMatrixTest : public migration::testing::MigrationTest,
                         public ::testing::WithParamInterface<Cell> {
  protected:
@@ -333,21 +440,26 @@ class FaultMatrixTest : public migration::testing::MigrationTest,
     return o;
   }
 
+  // Runs `cell` with `kind` on both sides and checks that the outcome is
+  // `expected`.
+  void RunCell(const Cell& cell, BackendKind kind, Outcome expected);
+
   guest::FsWorkloadOptions workload_;
 };
 
-TEST_P(FaultMatrixTest, OutcomeIsTheOneWrittenDown) {
-  const Cell cell = GetParam();
-  RecordProperty("expected", OutcomeName(cell.expected));
+void FaultMatrixTest::RunCell(const Cell& cell, BackendKind kind,
+                              Outcome expected) {
+  RecordProperty("backend", KindName(kind));
+  RecordProperty("expected", OutcomeName(expected));
   // Daemons (processes, so they can be killed) on one shared directory.
   auto source_daemon =
-      FsDaemon::Start(shared_dir(), absl::StrCat(root_, "/src.sock"));
+      Daemon::Start(kind, shared_dir(), absl::StrCat(root_, "/src.sock"));
   ASSERT_TRUE(source_daemon.ok()) << source_daemon.status();
   auto destination_daemon =
-      FsDaemon::Start(shared_dir(), absl::StrCat(root_, "/dst.sock"));
+      Daemon::Start(kind, shared_dir(), absl::StrCat(root_, "/dst.sock"));
   ASSERT_TRUE(destination_daemon.ok()) << destination_daemon.status();
-  FsDaemon& src = **source_daemon;
-  FsDaemon& dst = **destination_daemon;
+  Daemon& src = **source_daemon;
+  Daemon& dst = **destination_daemon;
   std::string source_socket = src.socket_path();
   std::string destination_socket = dst.socket_path();
 
@@ -367,10 +479,14 @@ TEST_P(FaultMatrixTest, OutcomeIsTheOneWrittenDown) {
   FaultPlan plan;
   bool wrap_source = false;
   bool wrap_destination = false;
+  // The stream damaged in its middle: this workload's state is ~200 bytes
+  // with our daemon (64-byte chunks 0-3) and 100 with virtiofsd 1.13
+  // (chunks 0-1: its inodes' names, then its handles).
+  const bool short_state = kind == BackendKind::kVirtiofsd113;
   switch (cell.fault) {
     case Fault::kTruncateStateStream:
     case Fault::kTruncateStateStreamAndTotal:
-      plan.truncate_state_at = 100;
+      plan.truncate_state_at = short_state ? 50 : 100;
       plan.rewrite_state_total =
           cell.fault == Fault::kTruncateStateStreamAndTotal;
       wrap_source = true;
@@ -381,8 +497,12 @@ TEST_P(FaultMatrixTest, OutcomeIsTheOneWrittenDown) {
       wrap_source = true;
       break;
     case Fault::kCorruptStateBody:
-      plan.corrupt_state_chunk = 2;
+      plan.corrupt_state_chunk = short_state ? 1 : 2;
       plan.corrupt_offset = 17;
+      wrap_source = true;
+      break;
+    case Fault::kCorruptPageData:
+      plan.corrupt_offset = 4096 + 123;  // the second page, if it has one
       wrap_source = true;
       break;
     case Fault::kSlowDestination:
@@ -433,6 +553,9 @@ TEST_P(FaultMatrixTest, OutcomeIsTheOneWrittenDown) {
         ::shutdown(run->destination_vmm->guest()->device().frontend().socket(),
                    SHUT_RDWR);
         break;
+      case Fault::kCorruptPageData:
+        fault_transport->CorruptNextPageBatch();
+        break;
       default:
         break;  // the proxy or the transport does it
     }
@@ -468,9 +591,40 @@ TEST_P(FaultMatrixTest, OutcomeIsTheOneWrittenDown) {
         EXPECT_TRUE(f.state_total_rewritten);
         break;
       case Fault::kCorruptStateHeader:
-      case Fault::kCorruptStateBody:
         EXPECT_EQ(f.state_chunks_corrupted, 1u);
         break;
+      case Fault::kCorruptStateBody:
+        EXPECT_EQ(f.state_chunks_corrupted, 1u);
+        // Whatever the back-end made of the bytes, the stream's digest
+        // fails the load before Ready (ours may also refuse the frame).
+        EXPECT_TRUE(absl::IsDataLoss(r.destination_status) ||
+                    absl::StrContains(r.destination_status.message(),
+                                      "CHECK_DEVICE_STATE"))
+            << r.destination_status;
+        RecordProperty("destination_error", r.destination_status.ToString());
+        break;
+      case Fault::kCorruptPageData: {
+        ASSERT_EQ(f.page_extents_corrupted, 1u)
+            << "no page data was sent after the phase began";
+        RecordProperty("corrupted_round",
+                       static_cast<int>(f.corrupted_page_round));
+        // Noticed by the digest, naming the extent, before handover.
+        EXPECT_TRUE(absl::IsDataLoss(r.destination_status))
+            << r.destination_status;
+        const std::string where =
+            absl::StrCat("PageBatch of round ", f.corrupted_page_round);
+        const std::string what =
+            absl::StrCat("page extent at page ", f.corrupted_first_page, " (");
+        for (const absl::Status& s : {r.destination_status, r.source_status}) {
+          EXPECT_TRUE(absl::StrContains(s.message(), where)) << s;
+          EXPECT_TRUE(absl::StrContains(s.message(), what)) << s;
+          EXPECT_TRUE(absl::StrContains(s.message(), "damaged in transit"))
+              << s;
+        }
+        // The source learnt it from the destination's Abort.
+        EXPECT_TRUE(absl::IsAborted(r.source_status)) << r.source_status;
+        break;
+      }
       default:
         EXPECT_GT(f.throttled_for, absl::ZeroDuration());
     }
@@ -483,6 +637,8 @@ TEST_P(FaultMatrixTest, OutcomeIsTheOneWrittenDown) {
   }
   RecordProperty("source_status", r.source_status.ToString());
   RecordProperty("destination_status", r.destination_status.ToString());
+  RecordProperty("state_bytes",
+                 static_cast<int>(r.source->progress().state_bytes));
 
   // Never both running.
   guest::SyntheticGuest& g = *r.source_guest;
@@ -490,7 +646,7 @@ TEST_P(FaultMatrixTest, OutcomeIsTheOneWrittenDown) {
       << "source and destination both run";
   if (r.source->committed()) EXPECT_TRUE(g.paused());
 
-  switch (cell.expected) {
+  switch (expected) {
     case Outcome::kCompletes: {
       ASSERT_OK(r.source_status);
       ASSERT_OK(r.destination_status);
@@ -577,7 +733,7 @@ TEST_P(FaultMatrixTest, OutcomeIsTheOneWrittenDown) {
   // The daemon whose front-end went away reset its device and exited
   // cleanly; a killed one died of SIGKILL.
   if (IsDisconnect(cell.fault)) {
-    FsDaemon& d = OnSource(cell.fault) ? src : dst;
+    Daemon& d = OnSource(cell.fault) ? src : dst;
     absl::StatusOr<int> status = d.WaitForExit(absl::Seconds(5));
     ASSERT_TRUE(status.ok()) << status.status() << "\n" << d.Log();
     EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
@@ -587,10 +743,39 @@ TEST_P(FaultMatrixTest, OutcomeIsTheOneWrittenDown) {
   if (IsKill(cell.fault)) RecordProperty("killed", "yes");
 }
 
+std::string CellName(const ::testing::TestParamInfo<Cell>& info) {
+  return info.param.name;
+}
+
+TEST_P(FaultMatrixTest, OutcomeIsTheOneWrittenDown) {
+  RunCell(GetParam(), BackendKind::kOurs, GetParam().expected);
+}
+
 INSTANTIATE_TEST_SUITE_P(Cells, FaultMatrixTest, ::testing::ValuesIn(kCells),
-                         [](const ::testing::TestParamInfo<Cell>& info) {
-                           return std::string(info.param.name);
-                         });
+                         CellName);
+
+// The same cells with virtiofsd 1.13 on both sides, where one is written
+// down for it.
+using Virtiofsd113FaultMatrixTest = FaultMatrixTest;
+
+TEST_P(Virtiofsd113FaultMatrixTest, OutcomeIsTheOneWrittenDown) {
+  std::string why;
+  if (!Available(BackendKind::kVirtiofsd113, &why)) {
+    GTEST_SKIP() << "virtiofsd 1.13: " << why;
+  }
+  RunCell(GetParam(), BackendKind::kVirtiofsd113, *GetParam().virtiofsd113);
+}
+
+std::vector<Cell> Virtiofsd113Cells() {
+  std::vector<Cell> cells;
+  for (const Cell& c : kCells) {
+    if (c.virtiofsd113.has_value()) cells.push_back(c);
+  }
+  return cells;
+}
+
+INSTANTIATE_TEST_SUITE_P(Virtiofsd113Cells, Virtiofsd113FaultMatrixTest,
+                         ::testing::ValuesIn(Virtiofsd113Cells()), CellName);
 
 // The back-end framework's own contract for a front-end that disconnects in
 // the middle of a migration: the session resets the device (rings stopped,

@@ -5,18 +5,32 @@
 #include <variant>
 
 #include "absl/time/clock.h"
+#include "base/crc32c.h"
 
 namespace vhostmig::reliability {
 
 using migration::DeviceStateChunk;
 using migration::DeviceStateEnd;
 using migration::MigrationMessage;
+using migration::PageBatch;
+using migration::PageExtent;
 
 absl::Status FaultTransport::Send(MigrationMessage message,
                                   absl::Duration timeout) {
   {
     absl::MutexLock lock(&mu_);
-    if (auto* chunk = std::get_if<DeviceStateChunk>(&message)) {
+    if (auto* batch = std::get_if<PageBatch>(&message)) {
+      for (PageExtent& e : batch->extents) {
+        if (!corrupt_next_page_batch_ || e.data.empty()) continue;
+        const size_t at = plan_.corrupt_offset % e.data.size();
+        e.data[at] = static_cast<char>(static_cast<uint8_t>(e.data[at]) ^
+                                       plan_.corrupt_xor);
+        corrupt_next_page_batch_ = false;
+        ++injected_.page_extents_corrupted;
+        injected_.corrupted_page_round = batch->round;
+        injected_.corrupted_first_page = e.first_page;
+      }
+    } else if (auto* chunk = std::get_if<DeviceStateChunk>(&message)) {
       const uint64_t first = state_bytes_seen_;
       state_bytes_seen_ += chunk->bytes.size();
       if (plan_.corrupt_state_chunk.has_value() &&
@@ -39,10 +53,13 @@ absl::Status FaultTransport::Send(MigrationMessage message,
         chunk->bytes.resize(keep);
       }
       state_bytes_forwarded_ += chunk->bytes.size();
+      state_crc_forwarded_ = Crc32cExtend(
+          state_crc_forwarded_, chunk->bytes.data(), chunk->bytes.size());
     } else if (auto* end = std::get_if<DeviceStateEnd>(&message)) {
       if (plan_.truncate_state_at.has_value() && plan_.rewrite_state_total &&
           end->total_bytes != state_bytes_forwarded_) {
         end->total_bytes = state_bytes_forwarded_;
+        end->crc32c = state_crc_forwarded_;
         injected_.state_total_rewritten = true;
       }
     }
@@ -97,6 +114,11 @@ void FaultTransport::Forwarded() {
 }
 
 void FaultTransport::Close() { inner_->Close(); }
+
+void FaultTransport::CorruptNextPageBatch() {
+  absl::MutexLock lock(&mu_);
+  corrupt_next_page_batch_ = true;
+}
 
 FaultsInjected FaultTransport::injected() const {
   absl::MutexLock lock(&mu_);

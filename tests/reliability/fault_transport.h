@@ -12,11 +12,19 @@
 // Faults:
 //   corrupt_state_chunk   flip bits in one byte of the n-th DeviceStateChunk
 //                         (0-based) at `corrupt_offset` (mod its size).
+//   CorruptNextPageBatch  (a call, for faults tied to a phase: make it from
+//                         the source's progress observer when the phase is
+//                         entered) flip bits in one byte of the next
+//                         PageBatch that carries page data: in its first
+//                         data extent, at `corrupt_offset` (mod the data
+//                         size). The extent's digest is left as the source
+//                         computed it, as a damaged wire would.
 //   truncate_state_at     forward only the first N device-state bytes (the
 //                         chunk holding byte N is cut, later chunks are
 //                         dropped); with rewrite_state_total the
-//                         DeviceStateEnd is made consistent with the cut, so
-//                         only the back-end's own framing can notice it.
+//                         DeviceStateEnd (total and digest) is made
+//                         consistent with the cut, so only the back-end's
+//                         own framing can notice it.
 //   receive_bytes_per_s   Receive hands out at most this many message bytes
 //                         (migration/messages.h MessageBytes) per second: a
 //                         destination slow to consume. It sleeps by design.
@@ -51,6 +59,10 @@ struct FaultPlan {
 // What a FaultTransport did so far.
 struct FaultsInjected {
   uint32_t state_chunks_corrupted = 0;
+  uint32_t page_extents_corrupted = 0;
+  // The damaged extent: its batch's round and its first page.
+  uint32_t corrupted_page_round = 0;
+  uint64_t corrupted_first_page = 0;
   uint64_t state_bytes_dropped = 0;
   bool state_total_rewritten = false;
   absl::Duration throttled_for;
@@ -70,6 +82,10 @@ class FaultTransport : public migration::MemoryTransport {
       absl::Duration timeout) override;
   void Close() override;
 
+  // Arms the page-data fault (see the file comment); the next PageBatch
+  // with page data that passes through Send is damaged.
+  void CorruptNextPageBatch();
+
   FaultsInjected injected() const;
 
  private:
@@ -81,9 +97,11 @@ class FaultTransport : public migration::MemoryTransport {
 
   mutable absl::Mutex mu_;
   FaultsInjected injected_ ABSL_GUARDED_BY(mu_);
+  bool corrupt_next_page_batch_ ABSL_GUARDED_BY(mu_) = false;
   uint32_t state_chunks_seen_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t state_bytes_seen_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t state_bytes_forwarded_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t state_crc_forwarded_ ABSL_GUARDED_BY(mu_) = 0;
   // Throttle: when the next message may be handed out.
   absl::Time next_receive_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };

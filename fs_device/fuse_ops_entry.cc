@@ -282,6 +282,59 @@ ReplyResult HandleRename2(PassthroughFs& fs, FuseRequest& req) {
 
 int SanitizeOpenFlags(const FsConfig& config, int flags, int* out);
 
+namespace {
+
+// Rounds of "create, or else open what exists" before giving up on a name
+// that keeps appearing and disappearing under CREATE.
+constexpr int kCreateAttempts = 4;
+
+// CREATE's file, open with `flags` in *file and entered in the inode table
+// (one lookup reference) in *r: a new regular file, or, unless the guest
+// asked for O_EXCL, the one already there.
+//
+// The file is created with O_EXCL whatever the guest asked, so this open
+// never opens an existing file: a device node or FIFO under the name
+// (a guest with root can make device nodes) would otherwise be opened on
+// the host. An existing name goes the way OPEN goes instead, through its
+// O_PATH fd, which opens regular files only (Reopen: ENXIO for devices,
+// FIFOs and sockets, ELOOP for symlinks), and EISDIR for a directory as
+// open(2) answers. A Linux guest sends CREATE only for names it believes
+// missing, so that way is the rare race.
+int CreateOrOpen(PassthroughFs& fs, FuseRequest& req, const fuse_create_in& in,
+                 int flags, const std::shared_ptr<const Inode>& dir, int dirfd,
+                 absl::string_view name, UniqueFd* file, LookupResult* r) {
+  const bool exclusive = (static_cast<int>(in.flags) & O_EXCL) != 0;
+  int err = 0;
+  for (int attempt = 0; attempt < kCreateAttempts; ++attempt) {
+    {
+      ScopedFsCredentials creds(req.header().uid, req.header().gid);
+      err = OpenBeneath(dirfd, name, flags | O_CREAT | O_EXCL, in.mode, file);
+    }
+    if (err == 0) {
+      // The inode table gets exactly the file just created (by its fd),
+      // not whatever the name points to by now.
+      return fs.RegisterCreated(file->get(), dir, name, r);
+    }
+    if (err != EEXIST || exclusive) return err;
+    err = fs.Lookup(dir, name, r);
+    if (err == ENOENT) continue;  // removed again meanwhile: create it
+    if (err != 0) return err;
+    if (r->inode->is_dir()) {
+      err = EISDIR;
+    } else {
+      ScopedFsCredentials creds(req.header().uid, req.header().gid);
+      err = fs.Reopen(*r->inode, flags, file);
+      // After O_TRUNC the attributes the lookup read are stale.
+      if (err == 0) err = PassthroughFs::Stat(file->get(), &r->attr);
+    }
+    if (err != 0) fs.inodes().Forget(r->inode->node_id, 1);
+    return err;
+  }
+  return err;
+}
+
+}  // namespace
+
 ReplyResult HandleCreate(PassthroughFs& fs, FuseRequest& req) {
   fuse_create_in in{};
   absl::string_view name;
@@ -300,23 +353,10 @@ ReplyResult HandleCreate(PassthroughFs& fs, FuseRequest& req) {
     return req.Error(err);
   }
   UniqueFd file;
-  {
-    ScopedFsCredentials creds(req.header().uid, req.header().gid);
-    // O_EXCL is the guest's "must not exist"; SanitizeOpenFlags drops it
-    // because it means nothing to OPEN.
-    const int create_flags =
-        flags | O_CREAT | (static_cast<int>(in.flags) & O_EXCL);
-    if (int err = OpenBeneath(dirfd.get(), name, create_flags, in.mode, &file);
-        err != 0) {
-      return req.Error(err);
-    }
-  }
-  // The inode table wants an O_PATH fd of exactly the file just created,
-  // not whatever the name points to by now.
-  int path = open(ProcFdPath(file.get()).c_str(), O_PATH | O_CLOEXEC);
-  if (path < 0) return req.Error(errno);
   LookupResult r;
-  if (int err = fs.Register(UniqueFd(path), dir, name, &r); err != 0) {
+  if (int err =
+          CreateOrOpen(fs, req, in, flags, dir, dirfd.get(), name, &file, &r);
+      err != 0) {
     return req.Error(err);
   }
   uint64_t fh = 0;

@@ -1,6 +1,7 @@
 #include "fs_device/passthrough_fs.h"
 
 #include <fcntl.h>
+#include <linux/mount.h>
 #include <linux/openat2.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
@@ -56,8 +57,43 @@ int OpenBeneath(int dirfd, absl::string_view name, int flags, mode_t mode,
 
 std::string ProcFdPath(int fd) { return absl::StrCat("/proc/self/fd/", fd); }
 
+namespace internal {
+
+int ReopenAsPathViaProc(int fd, UniqueFd* out) {
+  const int path = open(ProcFdPath(fd).c_str(), O_PATH | O_CLOEXEC);
+  if (path < 0) return errno;
+  out->reset(path);
+  return 0;
+}
+
+}  // namespace internal
+
+int ReopenAsPath(int fd, UniqueFd* out) {
+  // Without OPEN_TREE_CLONE, open_tree is open(path, O_PATH) of the path
+  // `fd` was opened at, and needs no privilege; ENOSYS before Linux 5.2,
+  // EPERM where a seccomp filter or LSM refuses it: then procfs for good.
+  static std::atomic<bool> have_open_tree{true};
+  if (have_open_tree.load(std::memory_order_relaxed)) {
+    const long path =
+        syscall(SYS_open_tree, fd, "", AT_EMPTY_PATH | OPEN_TREE_CLOEXEC);
+    if (path >= 0) {
+      out->reset(static_cast<int>(path));
+      return 0;
+    }
+    if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) return errno;
+    if (errno == ENOSYS || errno == EPERM) {
+      have_open_tree.store(false, std::memory_order_relaxed);
+    }
+  }
+  return internal::ReopenAsPathViaProc(fd, out);
+}
+
 ScopedFsCredentials::ScopedFsCredentials(uint32_t uid, uint32_t gid) {
-  if (geteuid() != 0 || (uid == 0 && gid == 0)) return;
+  if (uid == 0 && gid == 0) return;  // the daemon's own credentials do
+  // The daemon never changes its effective uid: one system call, not one
+  // per request.
+  static const bool daemon_is_root = geteuid() == 0;
+  if (!daemon_is_root) return;
   // setfsgid first: once fsuid is not 0 the thread may lose CAP_SETGID's
   // effect on the file system side.
   old_gid_ = static_cast<uint32_t>(setfsgid(gid));
@@ -208,36 +244,64 @@ int PassthroughFs::Register(UniqueFd path_fd,
   if (int err = MakeInode(std::move(path_fd), st, &candidate); err != 0) {
     return err;
   }
+  Enter(std::move(candidate), st, parent, name, out);
+  return 0;
+}
+
+int PassthroughFs::RegisterCreated(int file_fd,
+                                   const std::shared_ptr<const Inode>& parent,
+                                   absl::string_view name, LookupResult* out) {
+  struct statx st {};
+  if (int err = Stat(file_fd, &st); err != 0) return err;
+  Inode candidate;
+  if (int err = MakeInodeFrom(file_fd, UniqueFd(), st, &candidate); err != 0) {
+    return err;
+  }
+  Enter(std::move(candidate), st, parent, name, out);
+  return 0;
+}
+
+void PassthroughFs::Enter(Inode candidate, const struct statx& st,
+                          const std::shared_ptr<const Inode>& parent,
+                          absl::string_view name, LookupResult* out) {
   out->inode = inodes_->Ref(std::move(candidate),
                             InodeLocation{parent->node_id, std::string(name)});
   out->attr = st;
   out->submount = config_.announce_submounts && S_ISDIR(st.stx_mode) &&
                   st.stx_mnt_id != parent->identity.mount_id;
-  return 0;
 }
 
 int PassthroughFs::MakeInode(UniqueFd path_fd, const struct statx& st,
                              Inode* out) {
+  const int fd = path_fd.get();
+  return MakeInodeFrom(fd, std::move(path_fd), st, out);
+}
+
+int PassthroughFs::MakeInodeFrom(int fd, UniqueFd path_fd,
+                                 const struct statx& st, Inode* out) {
   Inode& candidate = *out;
   candidate.identity = IdentityOf(st);
   candidate.type = st.stx_mode & S_IFMT;
   if (config_.file_handles != FileHandleMode::kNever) {
     FileHandle handle;
-    int err = FileHandle::FromFd(path_fd.get(), &handle);
+    int err = FileHandle::FromFd(fd, &handle);
     if (err == 0 && S_ISDIR(st.stx_mode)) {
       // Every mount under the share is entered through its root directory,
       // so remembering directories gives each mount its anchor.
-      err = mount_fds_.Remember(handle.mount_id, path_fd.get());
+      err = mount_fds_.Remember(handle.mount_id, fd);
     }
     if (err == 0 && !mount_fds_.Knows(handle.mount_id)) err = ESTALE;
     if (err == 0) {
+      // The point of file handles: no fd per inode.
       candidate.handle = std::move(handle);
-      path_fd.reset();  // the point of file handles: no fd per inode
-    } else if (config_.file_handles == FileHandleMode::kMandatory) {
-      return err;
+      return 0;
     }
+    if (config_.file_handles == FileHandleMode::kMandatory) return err;
   }
-  if (!candidate.handle) candidate.path_fd = std::move(path_fd);
+  if (!path_fd.valid()) {
+    if (int err = ReopenAsPath(fd, &path_fd); err != 0) return err;
+  }
+  candidate.path_fd = std::move(path_fd);
   return 0;
 }
 

@@ -128,9 +128,14 @@ class PassthroughFs {
              LookupResult* out);
   // Enters the file `path_fd` (an O_PATH fd the caller just opened as
   // `name` in `parent`) into the inode table, taking one lookup reference.
-  // CREATE uses it with the fd of the file it created.
   int Register(UniqueFd path_fd, const std::shared_ptr<const Inode>& parent,
                absl::string_view name, LookupResult* out);
+  // The same for the file CREATE just made as `name` in `parent`, given the
+  // fd it opened for I/O (not taken). The inode gets exactly that file
+  // (ReopenAsPath, or its file handle), never whatever the name points to
+  // by now.
+  int RegisterCreated(int file_fd, const std::shared_ptr<const Inode>& parent,
+                      absl::string_view name, LookupResult* out);
   // LOOKUP of "." or ".." (the guest may send them with export support):
   // "." is `parent`; ".." is the parent's parent if the table already holds
   // it, the root at the root, refused (EACCES) otherwise.
@@ -196,6 +201,15 @@ class PassthroughFs {
   // Turns an O_PATH fd of a file into an Inode (identity, type and, in
   // file-handle mode, a handle instead of the fd).
   int MakeInode(UniqueFd path_fd, const struct statx& st, Inode* out);
+  // The same from any fd of the file (`fd`, not taken) and, if the caller
+  // has one, its O_PATH fd; without one, an O_PATH fd is made from `fd`
+  // only if the inode needs it (no file handle).
+  int MakeInodeFrom(int fd, UniqueFd path_fd, const struct statx& st,
+                    Inode* out);
+  // Register's second half: the table entry for `candidate`.
+  void Enter(Inode candidate, const struct statx& st,
+             const std::shared_ptr<const Inode>& parent, absl::string_view name,
+             LookupResult* out);
   // PathFd/Reopen for an inode that is not migrated (or failed).
   InodeFd RawPathFd(std::shared_ptr<const Inode> inode, int* err) const;
   int RawReopen(const Inode& inode, int flags, UniqueFd* out) const;
@@ -240,6 +254,19 @@ int OpenBeneath(int dirfd, absl::string_view name, int flags, mode_t mode,
 // "/proc/self/fd/N": the only way to reach xattrs and some metadata of a
 // file the daemon holds only as O_PATH.
 std::string ProcFdPath(int fd);
+
+// A new O_PATH fd (close-on-exec) for exactly the file `fd` refers to, any
+// kind of fd: the same dentry and mount, with no name resolved again, so a
+// file renamed onto the name meanwhile cannot be substituted. One
+// open_tree(fd, "", AT_EMPTY_PATH) (Linux 5.2+; a few hundred ns) where
+// the kernel allows it, else the /proc/self/fd/N magic link (a procfs path
+// walk, several times that). 0 or an errno.
+int ReopenAsPath(int fd, UniqueFd* out);
+
+namespace internal {
+// ReopenAsPath's fallback, for tests: through /proc/self/fd/N.
+int ReopenAsPathViaProc(int fd, UniqueFd* out);
+}  // namespace internal
 
 // Switches this thread's filesystem uid/gid to the requester's while
 // creating files, so new files are owned as on a local file system

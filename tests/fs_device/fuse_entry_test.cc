@@ -1,7 +1,12 @@
 // Entry requests through the synthetic guest: lookup, create, link, remove,
 // rename, and the lookup-count lifecycle of the inode table.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
 
 #include "tests/fs_device/fs_test_fixture.h"
 
@@ -275,6 +280,130 @@ TEST_F(EntryTest, CreateRunsAsTheRequestingUser) {
   ASSERT_EQ(stat(HostPath("owned").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, 1234u);
   EXPECT_EQ(st.st_gid, 5678u);
+}
+
+TEST_F(EntryTest, CreateWithoutExclOfAnExistingFileOpensAndTruncatesIt) {
+  WriteHostFile("f", "old contents");
+  const uint64_t node = MustLookup(FUSE_ROOT_ID, "f");
+  auto c = driver().Create(FUSE_ROOT_ID, "f", O_RDWR | O_CREAT | O_TRUNC,
+                           S_IFREG | 0600);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->entry.nodeid, node);
+  EXPECT_EQ(c->entry.attr.size, 0u);  // the attributes after O_TRUNC
+  EXPECT_EQ(ReadHostFile("f"), "");
+  auto n = driver().Write(c->entry.nodeid, c->open.fh, 0, Bytes("new"));
+  ASSERT_TRUE(n.ok()) << n.status();
+  ASSERT_TRUE(driver().Release(c->entry.nodeid, c->open.fh).ok());
+  EXPECT_EQ(ReadHostFile("f"), "new");
+  EXPECT_EQ(fs().inodes().Info(node)->lookups, 2u);
+}
+
+TEST_F(EntryTest, CreateOfAnExistingDirectoryFailsWithEisdir) {
+  ASSERT_EQ(mkdir(HostPath("d").c_str(), 0755), 0);
+  EXPECT_EQ(guest::FuseErrno(
+                driver().Create(FUSE_ROOT_ID, "d", O_RDWR, 0644).status()),
+            EISDIR);
+  EXPECT_EQ(fs().inodes().size(), 1u);  // no reference left behind
+}
+
+// CREATE never opens a special file that already has the name: opening a
+// device node or FIFO acts on the host, whatever the guest then does.
+TEST_F(EntryTest, CreateWithoutExclDoesNotOpenAnExistingFifo) {
+  ASSERT_EQ(mkfifo(HostPath("fifo").c_str(), 0666), 0);
+  EXPECT_EQ(guest::FuseErrno(
+                driver().Create(FUSE_ROOT_ID, "fifo", O_RDWR, 0644).status()),
+            ENXIO);
+  EXPECT_EQ(fs().handles().size(), 0u);
+  EXPECT_EQ(fs().inodes().size(), 1u);
+}
+
+TEST_F(EntryTest, CreateWithoutExclDoesNotOpenADeviceNodeTheGuestMade) {
+  // The guest (as root) makes a node for the host's /dev/null, then sends
+  // CREATE without O_EXCL for it.
+  auto made =
+      driver().Mknod(FUSE_ROOT_ID, "dev", S_IFCHR | 0666, makedev(1, 3));
+  if (!made.ok() && guest::FuseErrno(made.status()) == EPERM) {
+    GTEST_SKIP() << "mknod of a character device needs CAP_MKNOD";
+  }
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_EQ(guest::FuseErrno(
+                driver().Create(FUSE_ROOT_ID, "dev", O_RDWR, 0644).status()),
+            ENXIO);
+  EXPECT_EQ(fs().handles().size(), 0u);
+}
+
+// The O_PATH fd the inode table keeps for a created file is re-opened from
+// the created fd, not by name: a file renamed onto the name in between is
+// not what the table gets. Both ways the daemon has of doing that.
+TEST_F(EntryTest, ReopenAsPathKeepsTheFileEvenWhenTheNameWasReplaced) {
+  using Reopen = int (*)(int, UniqueFd*);
+  for (Reopen reopen : {static_cast<Reopen>(&ReopenAsPath),
+                        static_cast<Reopen>(&internal::ReopenAsPathViaProc)}) {
+    const std::string name = HostPath("created");
+    UniqueFd created(
+        open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    ASSERT_TRUE(created.valid()) << std::strerror(errno);
+    WriteHostFile("other", "x");
+    ASSERT_EQ(rename(HostPath("other").c_str(), name.c_str()), 0);
+    UniqueFd path;
+    ASSERT_EQ(reopen(created.get(), &path), 0);
+    EXPECT_EQ(fcntl(path.get(), F_GETFL) & O_PATH, O_PATH);
+    EXPECT_EQ(fcntl(path.get(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+    struct stat want {};
+    struct stat got {};
+    struct stat now_named {};
+    ASSERT_EQ(fstat(created.get(), &want), 0);
+    ASSERT_EQ(fstat(path.get(), &got), 0);
+    ASSERT_EQ(stat(name.c_str(), &now_named), 0);
+    EXPECT_EQ(got.st_ino, want.st_ino);
+    EXPECT_EQ(got.st_dev, want.st_dev);
+    EXPECT_NE(got.st_ino, now_named.st_ino);
+    ASSERT_EQ(unlink(name.c_str()), 0);
+  }
+}
+
+// CREATE while a host process keeps renaming other files onto the name:
+// whichever file the guest ends up with, the node it gets and the handle it
+// gets are the same file, and that is the file the reply describes.
+TEST_F(EntryTest, CreateEntersTheFileItOpenedWhileNamesAreRenamedOntoIt) {
+  std::atomic<bool> stop{false};
+  std::thread renamer([&] {
+    const std::string decoy = HostPath("decoy");
+    const std::string target = HostPath("target");
+    while (!stop.load(std::memory_order_relaxed)) {
+      const int fd = open(decoy.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) close(fd);
+      rename(decoy.c_str(), target.c_str());
+    }
+  });
+  int created = 0;
+  for (int i = 0; i < 400; ++i) {
+    // Half exclusive (may find a decoy there: EEXIST), half not.
+    const uint32_t flags = (i % 2) ? O_RDWR | O_CREAT | O_EXCL : O_RDWR;
+    if (i % 2) unlink(HostPath("target").c_str());
+    auto c = driver().Create(FUSE_ROOT_ID, "target", flags, S_IFREG | 0644);
+    if (!c.ok()) {
+      ASSERT_EQ(guest::FuseErrno(c.status()), EEXIST) << c.status();
+      continue;
+    }
+    ++created;
+    auto inode = fs().inodes().Get(c->entry.nodeid);
+    auto file = fs().handles().Get(c->open.fh);
+    ASSERT_TRUE(inode && file);
+    struct stat node_st {};
+    struct stat file_st {};
+    ASSERT_EQ(fstat(inode->path_fd.get(), &node_st), 0);
+    ASSERT_EQ(fstat(file->fd.get(), &file_st), 0);
+    EXPECT_EQ(node_st.st_ino, file_st.st_ino);
+    EXPECT_EQ(node_st.st_dev, file_st.st_dev);
+    EXPECT_EQ(c->entry.attr.ino, file_st.st_ino);
+    EXPECT_EQ(inode->identity.ino, file_st.st_ino);
+    ASSERT_TRUE(driver().Release(c->entry.nodeid, c->open.fh).ok());
+    ASSERT_TRUE(driver().Forget(c->entry.nodeid, 1).ok());
+  }
+  stop = true;
+  renamer.join();
+  EXPECT_GT(created, 0);
 }
 
 }  // namespace

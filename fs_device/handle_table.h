@@ -17,9 +17,12 @@
 //    seeks it to the guest's offset under `dir_mu` before reading, so the
 //    guest's offset is the whole stream state.
 //
-// Migration: a destination installs the source's handles as *migrated*
-// OpenFiles (no fd yet); PassthroughFs re-opens each on first use and swaps
-// the result in with Replace.
+// Migration: a destination installs the source's handles whole, as a
+// MigratedHandles (migrated_tables.h) the table consults on a miss: a
+// handle becomes a *migrated* OpenFile (no fd yet) in the hash table when a
+// request first names it, or by MergeMigrated in the background.
+// PassthroughFs re-opens each on first use and swaps the result in with
+// Replace.
 //
 // Thread-safe.
 #ifndef VHOSTMIG_FS_DEVICE_HANDLE_TABLE_H_
@@ -37,6 +40,8 @@
 #include "base/unique_fd.h"
 
 namespace vhostmig::fs {
+
+struct MigratedHandles;  // migrated_tables.h
 
 struct OpenFile {
   UniqueFd fd;
@@ -86,11 +91,14 @@ class HandleTable {
 
   // Every handle, copied under the lock.
   std::vector<std::pair<uint64_t, std::shared_ptr<OpenFile>>> Snapshot() const;
-  // Installs migrated handles into an empty table that never issued a
-  // handle (FailedPrecondition otherwise).
-  absl::Status InstallMigrated(
-      std::vector<std::pair<uint64_t, std::shared_ptr<OpenFile>>> files,
-      uint64_t next_fh);
+  // Installs a load's handles into an empty table that never issued a
+  // handle (FailedPrecondition otherwise), in O(1). The loader has checked
+  // them: ascending unique fhs below `next_fh`.
+  absl::Status InstallMigrated(std::shared_ptr<const MigratedHandles> files,
+                               uint64_t next_fh);
+  // Moves up to `max_files` more migrated handles into the hash table.
+  // Returns true when nothing is left.
+  bool MergeMigrated(size_t max_files);
   // Replaces `fh`'s file by `replacement` if it still is `expected`;
   // returns what the table holds for `fh` afterwards (nullptr if released).
   std::shared_ptr<OpenFile> Replace(uint64_t fh,
@@ -100,9 +108,25 @@ class HandleTable {
   void ResetToFresh();
 
  private:
+  struct Overlay {
+    std::shared_ptr<const MigratedHandles> files;
+    size_t size = 0;
+    std::vector<uint64_t> promoted;  // bit per handle: in files_ (or gone)
+    size_t unpromoted = 0;
+    size_t merged = 0;  // handles [0, merged) are promoted
+  };
+  // The entry of `fh`, promoting a migrated handle; end() if none.
+  using Map = absl::flat_hash_map<uint64_t, std::shared_ptr<OpenFile>>;
+  Map::iterator FindLocked(uint64_t fh) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Map::iterator PromoteLocked(size_t i) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PromoteAllLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<uint64_t, std::shared_ptr<OpenFile>> files_
-      ABSL_GUARDED_BY(mu_);
+  // Promotion fills files_ in const methods too (see InodeTable).
+  mutable Map files_ ABSL_GUARDED_BY(mu_);
+  mutable std::unique_ptr<Overlay> overlay_ ABSL_GUARDED_BY(mu_);
   uint64_t next_fh_ ABSL_GUARDED_BY(mu_) = 1;
 };
 

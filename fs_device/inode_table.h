@@ -31,11 +31,21 @@
 //    identity before trusting a location.
 //
 //  * Migration (state_writer.h, state_loader.h): on a source, change
-//    tracking records which node ids were added, removed or relocated since
-//    it started, so a save re-examines only those. On a destination, entries
-//    are installed from the stream as *migrated* inodes (no fd, no verified
-//    handle yet); PassthroughFs re-opens and verifies each on first use and
-//    swaps the result in with ReplaceInode.
+//    tracking records which node ids were added, removed, relocated or
+//    re-opened since it started, and separately those whose lookup count
+//    alone changed, so a save locates only the former again and re-reads
+//    the count of the latter. On a
+//    destination, a load installs its records whole as a MigratedInodes
+//    (migrated_tables.h): flat arrays the table consults on a miss. A
+//    record is *promoted* into the hash table as a migrated inode (no fd,
+//    no verified handle yet) when a request first names its node id, or by
+//    MergeMigrated in the background; its identity enters the identity
+//    index in a first background pass, which Ref and FindByIdentity
+//    complete themselves if it has not finished, so a LOOKUP of a migrated
+//    file gets its migrated node id, and lookup counts stay exact (a
+//    promoted entry starts with the migrated count). PassthroughFs re-opens
+//    and verifies each migrated inode on first use and swaps the result in
+//    with ReplaceInode.
 //
 // Thread-safe: requests run on several ring threads.
 #ifndef VHOSTMIG_FS_DEVICE_INODE_TABLE_H_
@@ -52,7 +62,6 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/functional/function_ref.h"
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -64,6 +73,8 @@
 namespace vhostmig::fs {
 
 inline constexpr uint64_t kRootNodeId = 1;  // FUSE_ROOT_ID
+
+struct MigratedInodes;  // migrated_tables.h
 
 struct InodeIdentity {
   uint64_t dev = 0;
@@ -182,22 +193,33 @@ class InodeTable {
                 std::vector<EntryState>* out) const;
 
   // Change tracking for a migration source: between Start and Stop, every
-  // node id whose entry is created, removed or relocated is recorded;
-  // TakeChanged returns and clears that set. `*all` is set when the whole
-  // table changed (DESTROY) and every entry must be re-examined.
+  // node id whose entry is created, removed, relocated or re-opened
+  // (ReplaceInode) is recorded as relocated, one whose lookup count alone
+  // changed as recounted; TakeChanges returns and clears both. `all` is set
+  // when the whole table changed (DESTROY) and every entry must be
+  // re-examined.
+  struct Changes {
+    std::vector<uint64_t> relocated;
+    std::vector<uint64_t> recounted;  // not in `relocated`
+    bool all = false;
+  };
   void StartChangeTracking();
-  std::vector<uint64_t> TakeChanged(bool* all);
+  Changes TakeChanges();
   void StopChangeTracking();
 
-  // Installs `count` migrated entries into a table that holds only the
-  // root (FailedPrecondition otherwise): fill(i, &entry) provides entry i,
-  // built in place under the lock (no intermediate copy of a large table).
-  // Entry node ids must be unique and not the root's (Internal otherwise;
-  // the table is then fresh again); `root_opens` are the handles open on
-  // the root.
-  absl::Status InstallMigrated(
-      size_t count, absl::FunctionRef<void(size_t, EntrySnapshot*)> fill,
-      uint32_t root_opens, uint64_t next_node_id);
+  // Installs a load's records into a table that holds only the root
+  // (FailedPrecondition otherwise), in O(1): `records` (record 0 is the
+  // root, whose open count it sets) are consulted on a miss and merged
+  // later (see the class comment). The loader has checked them: ascending
+  // unique node ids, no other root.
+  absl::Status InstallMigrated(std::shared_ptr<const MigratedInodes> records,
+                               uint64_t next_node_id);
+  // Merges up to `max_records` more migrated records into the hash tables
+  // (identity index first, then entries), under the lock. Returns true
+  // when nothing is left to merge.
+  bool MergeMigrated(size_t max_records);
+  // Migrated records not promoted into the hash table yet (tests).
+  size_t unmerged_migrated() const;
   // Replaces `node_id`'s inode by `replacement` if it still is `expected`;
   // returns the inode the entry holds afterwards (nullptr if forgotten).
   std::shared_ptr<const Inode> ReplaceInode(
@@ -208,25 +230,64 @@ class InodeTable {
   void ResetToFresh();
 
  private:
-  void MarkChanged(uint64_t node_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
   struct Entry {
     std::shared_ptr<const Inode> inode;
     uint64_t lookups = 0;
     uint32_t opens = 0;
     InodeLocation location;
   };
+  // What is left of an installed MigratedInodes.
+  struct Overlay {
+    std::shared_ptr<const MigratedInodes> records;
+    size_t size = 0;                 // records->size()
+    std::vector<uint64_t> promoted;  // bit per record: in entries_ (or gone)
+    size_t unpromoted = 0;
+    size_t indexed = 0;  // records [0, indexed) are in the identity index
+    size_t merged = 0;   // records [0, merged) are promoted
+    bool is_promoted(size_t r) const {
+      return (promoted[r / 64] >> (r % 64)) & 1;
+    }
+  };
+  // Where a batch of promoted records puts its Inode and MigratedLocation
+  // objects (one allocation each per batch, not per record).
+  struct Slab;
+
+  void MarkChanged(uint64_t node_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkRecounted(uint64_t node_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes the entry if nothing references it any more.
   void MaybeRemove(uint64_t node_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The entry of `node_id`, promoting a migrated record; nullptr if none.
+  // The pointer is valid until the next insertion.
+  Entry* FindLocked(uint64_t node_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Entry& PromoteLocked(size_t record, Slab* slab) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Enters migrated records [indexed, limit) into the identity index.
+  void IndexLocked(size_t limit) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Completes the identity index (before any identity lookup).
+  void IndexAllLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (overlay_) IndexLocked(overlay_->size);
+  }
+  // Promotes records [merged, limit).
+  void PromoteRangeLocked(size_t limit) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PromoteAllLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (overlay_) PromoteRangeLocked(overlay_->size);
+  }
+  void ClearLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<uint64_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<InodeIdentity, uint64_t> by_identity_
+  // Promotion fills these from overlay_ in const methods too (Get, Info,
+  // FindByIdentity...): it changes how entries are stored, not what the
+  // table holds.
+  mutable absl::flat_hash_map<uint64_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  mutable absl::flat_hash_map<InodeIdentity, uint64_t> by_identity_
       ABSL_GUARDED_BY(mu_);
+  mutable std::unique_ptr<Overlay> overlay_ ABSL_GUARDED_BY(mu_);
   uint64_t next_node_id_ ABSL_GUARDED_BY(mu_) = kRootNodeId + 1;
   bool tracking_ ABSL_GUARDED_BY(mu_) = false;
   bool all_changed_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<uint64_t> changed_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<uint64_t> recounted_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace vhostmig::fs

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "fs_device/state_writer.h"
+
 namespace vhostmig::fs {
 
 LocationGatherer::LocationGatherer(PassthroughFs* fs, MigrationMode mode)
@@ -28,6 +30,7 @@ void LocationGatherer::Start() {
     pass_done_ = false;
   }
   changed_.clear();
+  recounted_.clear();
   all_changed_ = false;
   // Tracking first, snapshot second: whatever changes after the snapshot
   // was taken is in the changed set.
@@ -43,6 +46,7 @@ void LocationGatherer::Cancel() {
   if (started_) fs_->inodes().StopChangeTracking();
   started_ = false;
   changed_.clear();
+  recounted_.clear();
   all_changed_ = false;
   absl::MutexLock l(&mu_);
   prepared_.reset();
@@ -54,9 +58,10 @@ GatheredLocations LocationGatherer::Collect() {
   GatheredLocations out;
   if (!started_) return out;
   if (thread_.joinable()) thread_.join();
-  bool all = false;
-  for (uint64_t id : fs_->inodes().TakeChanged(&all)) changed_.insert(id);
-  all_changed_ |= all;
+  InodeTable::Changes changes = fs_->inodes().TakeChanges();
+  changed_.insert(changes.relocated.begin(), changes.relocated.end());
+  recounted_.insert(changes.recounted.begin(), changes.recounted.end());
+  all_changed_ |= changes.all;
   {
     absl::MutexLock l(&mu_);
     out.prepared = prepared_;
@@ -64,6 +69,10 @@ GatheredLocations LocationGatherer::Collect() {
   out.all_changed = all_changed_ || out.prepared == nullptr;
   out.changed.assign(changed_.begin(), changed_.end());
   std::sort(out.changed.begin(), out.changed.end());
+  for (uint64_t id : recounted_) {
+    if (!changed_.contains(id)) out.recounted.push_back(id);
+  }
+  std::sort(out.recounted.begin(), out.recounted.end());
   return out;
 }
 
@@ -87,6 +96,14 @@ void LocationGatherer::Pass(std::vector<InodeTable::EntrySnapshot> entries) {
     Locate(*fs_, mode_, entry, &p);
     set->ids.push_back(p.node_id);
   }
+  if (cancel_.load(std::memory_order_relaxed)) return;
+  // An encoding failure (a frame over the limit, which the chunk size
+  // rules out) publishes nothing: the save then locates everything itself.
+  if (!StateWriter::EncodePrepared(fs_->inodes().Get(kRootNodeId)->identity,
+                                   set.get())
+           .ok()) {
+    set.reset();
+  }
   absl::MutexLock l(&mu_);
   prepared_ = std::move(set);
   pass_done_ = true;
@@ -98,6 +115,7 @@ void LocationGatherer::Locate(PassthroughFs& fs, MigrationMode mode,
   const Inode& inode = *entry.inode;
   out->inode = entry.inode;
   out->node_id = inode.node_id;
+  out->lookups = entry.lookups;
   if (inode.node_id == kRootNodeId) {
     out->root = true;
     return;

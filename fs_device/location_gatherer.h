@@ -10,13 +10,18 @@
 //    handle the table already holds in --inode-file-handles mode), plus the
 //    verified path as a hint.
 //
+// The pass then encodes the prepared records as the stream's chunks
+// (StateWriter::EncodePrepared), with the lookup counts of its snapshot.
+//
 // Kept current: the inode table's change tracking (inode_table.h) records
-// every entry created, removed or relocated by the guest's LOOKUP, CREATE,
-// RENAME, UNLINK... since Start; at the save, Collect hands over the
-// prepared locations (sorted by node id, shared rather than copied) and
-// the changed node ids, which the writer re-examines (the small delta). Changes
-// made on the host behind the daemon's back are not seen here; the destination
-// verifies identity on re-open and catches them.
+// every entry created, removed, relocated or re-opened by the guest's
+// LOOKUP, CREATE, RENAME, UNLINK... since Start, and which entries only had
+// their lookup count changed; at the save, Collect hands over the prepared
+// locations and chunks (sorted by node id, shared rather than copied) and
+// those node ids: the writer copies every chunk none of them falls in and
+// re-encodes the others, re-locating only the changed entries (the small
+// delta). Changes made on the host behind the daemon's back are not seen
+// here; the destination verifies identity on re-open and catches them.
 //
 // Thread-safety: Start/Cancel from the message thread, Collect from the
 // state worker; all may race with each other and with ring workers. The
@@ -45,6 +50,7 @@ namespace vhostmig::fs {
 struct PreparedLocation {
   std::shared_ptr<const Inode> inode;
   uint64_t node_id = 0;
+  uint64_t lookups = 0;  // when prepared
   bool root = false;
   bool has_path = false;  // parent + name, verified
   uint64_t parent = 0;
@@ -52,18 +58,30 @@ struct PreparedLocation {
   std::optional<FileHandle> handle;
 };
 
+// Prepared records encoded as one stream frame (a StateChunk of inode
+// columns): locations [previous chunk's end, end).
+struct PreparedChunk {
+  size_t end = 0;
+  std::string frame;
+  uint64_t unlocated = 0;  // records without any location
+};
+
 // What one background pass prepared, in ascending node-id order (`ids`
 // mirrors `locations` for StatesOf). Immutable once published.
 struct PreparedSet {
   std::vector<PreparedLocation> locations;
   std::vector<uint64_t> ids;
+  std::vector<PreparedChunk> chunks;  // covering `locations` in order
 };
 
 // What the save gets: prepared locations, and what to re-examine.
 struct GatheredLocations {
   std::shared_ptr<const PreparedSet> prepared;  // null: nothing gathered
-  // Node ids created, removed or relocated since Start, ascending.
+  // Node ids created, removed, relocated or re-opened since Start,
+  // ascending.
   std::vector<uint64_t> changed;
+  // Node ids whose lookup count alone changed since Start, ascending.
+  std::vector<uint64_t> recounted;
   bool all_changed = true;  // nothing gathered (no LOG_ALL): examine all
 };
 
@@ -112,6 +130,7 @@ class LocationGatherer {
   bool pass_done_ ABSL_GUARDED_BY(mu_) = false;
   // Changes taken from the inode table since Start (Collect only).
   absl::flat_hash_set<uint64_t> changed_ ABSL_GUARDED_BY(thread_mu_);
+  absl::flat_hash_set<uint64_t> recounted_ ABSL_GUARDED_BY(thread_mu_);
   bool all_changed_ ABSL_GUARDED_BY(thread_mu_) = false;
 };
 

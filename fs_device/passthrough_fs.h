@@ -19,10 +19,12 @@
 // verbatim in fuse_out_header.error; 0 means success.
 //
 // Migration destination: inodes and handles loaded from a state stream are
-// installed at once but re-opened lazily (GetInode, PathFd, Reopen and
-// OpenFileFor do it on first use), each verified against the identity the
-// source recorded and confined to the shared directory; see
-// docs/state-format.md. What fails verification on first use answers EIO
+// installed at once as flat arrays (migrated_tables.h) that the tables
+// consult on a miss and merge into their hash tables on first use or on a
+// background thread (StartMigrationMerge), and re-opened lazily (GetInode,
+// PathFd, Reopen and OpenFileFor do it on first use), each verified against
+// the identity the source recorded and confined to the shared directory;
+// see docs/state-format.md. What fails verification on first use answers EIO
 // for just that inode or handle; the abort policy's checks happen in the
 // loader (state_loader.h), without re-opening every file unless
 // --migration-verify=load (ReopenAllMigrated).
@@ -34,9 +36,11 @@
 #include <linux/fuse.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -95,6 +99,7 @@ class PassthroughFs {
   // second one.
   static absl::StatusOr<std::unique_ptr<PassthroughFs>> Create(
       const FsConfig& config);
+  ~PassthroughFs();
 
   const FsConfig& config() const { return config_; }
   InodeTable& inodes() { return *inodes_; }
@@ -191,6 +196,10 @@ class PassthroughFs {
   absl::Status ReopenAllMigrated();
   // Empties the tables and forgets the session after a failed load.
   void ResetMigrated();
+  // Merges what a load installed into the tables' hash tables on a
+  // background thread, a batch at a time under each table's lock (a load's
+  // last step). Requests need not wait for it: each promotes what it uses.
+  void StartMigrationMerge();
   // Why migrated inodes or handles failed (most recent last, at most 64).
   std::vector<std::string> MigrationErrors() const;
 
@@ -227,6 +236,7 @@ class PassthroughFs {
   int ResolveFile(uint64_t fh, std::shared_ptr<OpenFile> file,
                   std::shared_ptr<OpenFile>* out);
   void RecordMigrationError(std::string why);
+  void StopMigrationMerge() ABSL_EXCLUSIVE_LOCKS_REQUIRED(merge_mu_);
 
   const FsConfig config_;
   std::unique_ptr<InodeTable> inodes_;
@@ -240,6 +250,9 @@ class PassthroughFs {
   absl::Mutex resolve_mu_;
   mutable absl::Mutex errors_mu_;
   std::vector<std::string> migration_errors_ ABSL_GUARDED_BY(errors_mu_);
+  absl::Mutex merge_mu_;
+  std::thread merge_thread_ ABSL_GUARDED_BY(merge_mu_);
+  std::atomic<bool> merge_stop_{false};
 };
 
 // The table identity of the file `st` describes (st must include

@@ -273,6 +273,35 @@ absl::Status PassthroughFs::ReopenAllMigrated() {
   return absl::OkStatus();
 }
 
+PassthroughFs::~PassthroughFs() {
+  absl::MutexLock lock(&merge_mu_);
+  StopMigrationMerge();
+}
+
+void PassthroughFs::StopMigrationMerge() {
+  merge_stop_.store(true, std::memory_order_relaxed);
+  if (merge_thread_.joinable()) merge_thread_.join();
+  merge_stop_.store(false, std::memory_order_relaxed);
+}
+
+void PassthroughFs::StartMigrationMerge() {
+  // Records per lock acquisition: a few hundred microseconds of work, so
+  // ring threads that need the lock meanwhile wait little.
+  constexpr size_t kBatch = 1024;
+  absl::MutexLock lock(&merge_mu_);
+  StopMigrationMerge();  // a previous load's: done, or its tables were reset
+  merge_thread_ = std::thread([this] {
+    bool inodes_done = false;
+    bool handles_done = false;
+    while (!(inodes_done && handles_done) &&
+           !merge_stop_.load(std::memory_order_relaxed)) {
+      if (!inodes_done) inodes_done = inodes_->MergeMigrated(kBatch);
+      if (!handles_done) handles_done = handles_.MergeMigrated(kBatch);
+      std::this_thread::yield();  // let waiting ring threads take the locks
+    }
+  });
+}
+
 void PassthroughFs::ResetMigrated() {
   {
     absl::MutexLock lock(&session_mu_);

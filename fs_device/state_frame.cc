@@ -12,24 +12,34 @@
 
 namespace vhostmig::fs {
 
-absl::Status FrameWriter::Write(const google::protobuf::MessageLite& message) {
+absl::Status FrameWriter::Encode(const google::protobuf::MessageLite& message,
+                                 std::string* frame) {
   const size_t size = message.ByteSizeLong();
   if (size > kMaxFrameBytes) {
     return absl::InternalError(absl::StrCat("state frame of ", size,
                                             " bytes exceeds the limit of ",
                                             kMaxFrameBytes));
   }
-  buffer_.resize(kFrameHeaderBytes + size);
-  char* payload = buffer_.data() + kFrameHeaderBytes;
+  frame->resize(kFrameHeaderBytes + size);
+  char* payload = frame->data() + kFrameHeaderBytes;
   if (!message.SerializeToArray(payload, static_cast<int>(size))) {
     return absl::InternalError("state frame: protobuf serialization failed");
   }
   const uint32_t length = htole32(static_cast<uint32_t>(size));
   const uint32_t crc = htole32(Crc32c(payload, size));
-  std::memcpy(buffer_.data(), &length, 4);
-  std::memcpy(buffer_.data() + 4, &crc, 4);
-  const char* p = buffer_.data();
-  size_t left = buffer_.size();
+  std::memcpy(frame->data(), &length, 4);
+  std::memcpy(frame->data() + 4, &crc, 4);
+  return absl::OkStatus();
+}
+
+absl::Status FrameWriter::Write(const google::protobuf::MessageLite& message) {
+  if (absl::Status s = Encode(message, &buffer_); !s.ok()) return s;
+  return WriteEncoded(buffer_);
+}
+
+absl::Status FrameWriter::WriteEncoded(absl::string_view frame) {
+  const char* p = frame.data();
+  size_t left = frame.size();
   while (left > 0) {
     const ssize_t n = write(fd_, p, left);
     if (n < 0) {
@@ -40,7 +50,7 @@ absl::Status FrameWriter::Write(const google::protobuf::MessageLite& message) {
     p += n;
     left -= static_cast<size_t>(n);
   }
-  bytes_written_ += buffer_.size();
+  bytes_written_ += frame.size();
   ++frames_written_;
   return absl::OkStatus();
 }

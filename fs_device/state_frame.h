@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "google/protobuf/message_lite.h"
 
 namespace vhostmig::fs {
@@ -34,6 +35,13 @@ class FrameWriter {
 
   // Serializes `message` and writes it as one frame.
   absl::Status Write(const google::protobuf::MessageLite& message);
+  // Writes one frame made earlier by Encode.
+  absl::Status WriteEncoded(absl::string_view frame);
+
+  // Makes `message` one frame (header and payload) in *frame, to be written
+  // later with WriteEncoded.
+  static absl::Status Encode(const google::protobuf::MessageLite& message,
+                             std::string* frame);
 
   uint64_t bytes_written() const { return bytes_written_; }
   uint64_t frames_written() const { return frames_written_; }

@@ -11,12 +11,11 @@
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "fs_device/fuse_ops.h"
+#include "fs_device/migrated_tables.h"
 #include "fs_device/state_columns.h"
 #include "fs_device/state_frame.h"
 #include "fs_device/state_writer.h"
@@ -52,15 +51,20 @@ bool KnownFileType(uint32_t type) {
 }
 
 constexpr uint32_t kNone = UINT32_MAX;
+constexpr size_t kNotFound = MigratedInodes::kNotFound;
 
-// The staging tables: everything validated so far, nothing installed.
-// Records of both formats end up here as InodeFields / HandleFields.
+// Names and handle bytes are addressed with 32-bit offsets.
+static_assert(kMaxStateRecords * NAME_MAX <= UINT32_MAX);
+static_assert(kMaxStateRecords * MAX_HANDLE_SZ <= UINT32_MAX);
+
+// What has been read so far: every record checked on its own and appended
+// to the arrays the tables will take over, nothing installed.
 struct Staging {
   InodeIdentity source_root;
-  StableVector<InodeFields> inodes;
-  absl::flat_hash_map<uint64_t, uint32_t> index;  // node id -> inodes[i]
-  StableVector<HandleFields> handles;
-  absl::flat_hash_set<uint64_t> fhs;
+  uint64_t our_mount = 0;
+  std::shared_ptr<MigratedInodes> inodes = std::make_shared<MigratedInodes>();
+  std::shared_ptr<MigratedHandles> handles =
+      std::make_shared<MigratedHandles>();
   bool have_counters = false;
   pb::Counters counters;
   bool have_session = false;
@@ -69,7 +73,7 @@ struct Staging {
   pb::StateEnd end;
   uint64_t chunks = 0;
 
-  size_t records() const { return inodes.size() + handles.size(); }
+  size_t records() const { return inodes->size() + handles->size(); }
 };
 
 absl::Status CheckHeader(const pb::StateHeader& h) {
@@ -98,8 +102,9 @@ absl::Status CheckHeader(const pb::StateHeader& h) {
   return absl::OkStatus();
 }
 
-InodeFields FromRecord(const pb::InodeRecord& r) {
-  InodeFields f;
+// A format 1 record as the column decoder presents its records.
+InodeView ViewOf(const pb::InodeRecord& r) {
+  InodeView f;
   f.node_id = r.node_id();
   f.lookups = r.lookups();
   f.file_type = r.file_type();
@@ -116,14 +121,12 @@ InodeFields FromRecord(const pb::InodeRecord& r) {
   return f;
 }
 
-// The checks one inode record allows on its own.
-absl::Status CheckInode(const InodeFields& r, const Staging& s) {
+// The checks one inode record allows on its own (duplicates are found
+// once the records are sorted, see SortInodes).
+absl::Status CheckInode(const InodeView& r) {
   if (r.node_id == 0) return Invalid("inode record with node id 0");
   // Built only for a message: this runs once per record.
   auto who = [&r] { return InodeName(r.node_id); };
-  if (s.index.contains(r.node_id)) {
-    return Invalid(absl::StrCat(who(), ": duplicate node id"));
-  }
   if (!KnownFileType(r.file_type)) {
     return Invalid(
         absl::StrCat(who(), ": unknown file type 0", absl::Hex(r.file_type)));
@@ -164,12 +167,49 @@ absl::Status CheckInode(const InodeFields& r, const Staging& s) {
   return absl::OkStatus();
 }
 
-absl::Status CheckHandle(const HandleFields& h, const Staging& s) {
+// Checks one inode record and appends it to the arrays.
+inline absl::Status AddInode(const InodeView& r, Staging* s) {
+  RETURN_IF_ERROR(CheckInode(r));
+  MigratedInodes& m = *s->inodes;
+  const uint32_t record = static_cast<uint32_t>(m.size());
+  uint8_t kind = static_cast<uint8_t>(r.file_type >> 12) & kMigratedTypeMask;
+  if (r.root) kind |= kMigratedRoot;
+  if (r.identity.dev != s->source_root.dev ||
+      r.identity.mount_id != s->source_root.mount_id) {
+    kind |= kMigratedOwnDevice;
+    m.devices.push_back(
+        MigratedInodes::Device{record, r.identity.dev, r.identity.mount_id});
+  }
+  if (r.has_path) {
+    kind |= kMigratedPath;
+    m.names.append(r.name.data(), r.name.size());
+  }
+  if (r.has_handle) {
+    kind |= kMigratedHandle;
+    MigratedInodes::Handle h;
+    h.record = record;
+    h.type = r.handle_type;
+    // Handles on the source's root mount open through ours.
+    h.mount_id = r.handle_mount_id == s->source_root.mount_id
+                     ? s->our_mount
+                     : r.handle_mount_id;
+    h.begin = static_cast<uint32_t>(m.handle_bytes.size());
+    h.size = static_cast<uint32_t>(r.handle.size());
+    m.handle_bytes.append(r.handle.data(), r.handle.size());
+    m.handles.push_back(h);
+  }
+  m.node_id.push_back(r.node_id);
+  m.kind.push_back(kind);
+  m.lookups.push_back(r.lookups);
+  m.ino.push_back(r.identity.ino);
+  m.parent.push_back(r.has_path ? r.parent : 0);
+  m.name_end.push_back(static_cast<uint32_t>(m.names.size()));
+  return absl::OkStatus();
+}
+
+absl::Status AddHandle(const HandleFields& h, Staging* s) {
   auto who = [&h] { return absl::StrCat("handle record for fh ", h.fh); };
   if (h.fh == 0) return Invalid("handle record with fh 0");
-  if (s.fhs.contains(h.fh)) {
-    return Invalid(absl::StrCat(who(), ": duplicate fh"));
-  }
   if (h.flags & (O_CREAT | O_EXCL | O_TRUNC)) {
     return Invalid(absl::StrCat(who(), ": open flags 0", absl::Hex(h.flags),
                                 " include O_CREAT, O_EXCL or O_TRUNC"));
@@ -177,28 +217,16 @@ absl::Status CheckHandle(const HandleFields& h, const Staging& s) {
   if ((h.flags & O_ACCMODE) == O_ACCMODE) {
     return Invalid(absl::StrCat(who(), ": invalid access mode"));
   }
+  MigratedHandles& m = *s->handles;
+  m.fh.push_back(h.fh);
+  m.node_id.push_back(h.node_id);
+  m.flags.push_back(h.flags);
+  m.is_dir.push_back(h.is_dir ? 1 : 0);
   return absl::OkStatus();
 }
 
 absl::Status TooMany() {
   return Invalid(absl::StrCat("more than ", kMaxStateRecords, " records"));
-}
-
-// Checks and indexes the records from `first` on (just appended).
-absl::Status AdmitInodes(size_t first, Staging* s) {
-  for (size_t i = first; i < s->inodes.size(); ++i) {
-    RETURN_IF_ERROR(CheckInode(s->inodes[i], *s));
-    s->index.emplace(s->inodes[i].node_id, static_cast<uint32_t>(i));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status AdmitHandles(size_t first, Staging* s) {
-  for (size_t i = first; i < s->handles.size(); ++i) {
-    RETURN_IF_ERROR(CheckHandle(s->handles[i], *s));
-    s->fhs.insert(s->handles[i].fh);
-  }
-  return absl::OkStatus();
 }
 
 absl::Status AddChunk(const pb::StateChunk& chunk, uint64_t frame, Staging* s) {
@@ -209,29 +237,26 @@ absl::Status AddChunk(const pb::StateChunk& chunk, uint64_t frame, Staging* s) {
   // Format 1 records, one at a time.
   for (const pb::InodeRecord& r : chunk.inodes()) {
     if (s->records() >= kMaxStateRecords) return TooMany();
-    s->inodes.push_back(FromRecord(r));
-    RETURN_IF_ERROR(AdmitInodes(s->inodes.size() - 1, s));
+    RETURN_IF_ERROR(AddInode(ViewOf(r), s));
   }
   for (const pb::HandleRecord& h : chunk.handles()) {
     if (s->records() >= kMaxStateRecords) return TooMany();
-    s->handles.push_back(
-        HandleFields{h.fh(), h.node_id(), h.flags(), h.is_dir()});
-    RETURN_IF_ERROR(AdmitHandles(s->handles.size() - 1, s));
+    RETURN_IF_ERROR(
+        AddHandle(HandleFields{h.fh(), h.node_id(), h.flags(), h.is_dir()}, s));
   }
   // Format 2 columns, a chunk at a time.
   if (chunk.has_inode_columns()) {
     const pb::InodeColumns& c = chunk.inode_columns();
     if (s->records() + c.kind_size() > kMaxStateRecords) return TooMany();
-    const size_t first = s->inodes.size();
-    RETURN_IF_ERROR(DecodeInodeColumns(c, s->source_root, frame, &s->inodes));
-    RETURN_IF_ERROR(AdmitInodes(first, s));
+    RETURN_IF_ERROR(
+        ForEachInode(c, s->source_root, frame,
+                     [s](const InodeView& r) { return AddInode(r, s); }));
   }
   if (chunk.has_handle_columns()) {
     const pb::HandleColumns& c = chunk.handle_columns();
     if (s->records() + c.fh_delta_size() > kMaxStateRecords) return TooMany();
-    const size_t first = s->handles.size();
-    RETURN_IF_ERROR(DecodeHandleColumns(c, frame, &s->handles));
-    RETURN_IF_ERROR(AdmitHandles(first, s));
+    RETURN_IF_ERROR(DecodeHandleColumns(
+        c, frame, [s](const HandleFields& h) { return AddHandle(h, s); }));
   }
   if (chunk.has_counters()) {
     if (s->have_counters) return Invalid("counters appear twice");
@@ -250,104 +275,206 @@ absl::Status AddChunk(const pb::StateChunk& chunk, uint64_t frame, Staging* s) {
   return absl::OkStatus();
 }
 
-// The checks that need the whole state. Fills the index of each record's
-// parent (kNone without a path) and each record's open handles.
-absl::Status CheckWhole(const Staging& s, const FsConfig& config,
-                        std::vector<uint32_t>* parent_of,
-                        std::vector<uint32_t>* opens) {
+// `order` sorted by `keys` (stable), or empty if `keys` already ascend
+// strictly. Fails naming the first key that appears twice.
+template <typename Duplicate>
+absl::Status SortOrder(const PodArray<uint64_t>& keys,
+                       std::vector<uint32_t>* order, Duplicate duplicate) {
+  order->clear();
+  const size_t n = keys.size();
+  size_t i = 1;
+  while (i < n && keys[i - 1] < keys[i]) ++i;
+  if (i >= n) return absl::OkStatus();  // the writer's order: nothing to do
+  order->resize(n);
+  for (size_t k = 0; k < n; ++k) (*order)[k] = static_cast<uint32_t>(k);
+  std::stable_sort(order->begin(), order->end(),
+                   [&](uint32_t a, uint32_t b) { return keys[a] < keys[b]; });
+  for (size_t k = 1; k < n; ++k) {
+    if (keys[(*order)[k]] == keys[(*order)[k - 1]]) {
+      return duplicate(keys[(*order)[k]]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+void Permute(const std::vector<uint32_t>& order, PodArray<T>* values) {
+  PodArray<T> out;
+  out.ResizeUninitialized(order.size());
+  for (size_t k = 0; k < order.size(); ++k) out[k] = (*values)[order[k]];
+  *values = std::move(out);
+}
+
+// Brings the records into ascending node-id order (a stream from another
+// writer may come in any order) and refuses duplicate node ids.
+absl::Status SortInodes(MigratedInodes* m) {
+  std::vector<uint32_t> order;
+  RETURN_IF_ERROR(SortOrder(m->node_id, &order, [](uint64_t id) {
+    return Invalid(absl::StrCat(InodeName(id), ": duplicate node id"));
+  }));
+  if (order.empty()) return absl::OkStatus();
+  std::vector<uint32_t> new_index(order.size());
+  for (size_t k = 0; k < order.size(); ++k) new_index[order[k]] = k;
+  PodArray<char> names;
+  PodArray<uint32_t> name_end;
+  for (uint32_t r : order) {
+    const absl::string_view name = m->name(r);
+    names.append(name.data(), name.size());
+    name_end.push_back(static_cast<uint32_t>(names.size()));
+  }
+  m->names = std::move(names);
+  m->name_end = std::move(name_end);
+  Permute(order, &m->node_id);
+  Permute(order, &m->kind);
+  Permute(order, &m->lookups);
+  Permute(order, &m->ino);
+  Permute(order, &m->parent);
+  for (size_t k = 0; k < m->devices.size(); ++k) {
+    m->devices[k].record = new_index[m->devices[k].record];
+  }
+  std::sort(m->devices.data(), m->devices.data() + m->devices.size(),
+            [](const auto& a, const auto& b) { return a.record < b.record; });
+  for (size_t k = 0; k < m->handles.size(); ++k) {
+    m->handles[k].record = new_index[m->handles[k].record];
+  }
+  std::sort(m->handles.data(), m->handles.data() + m->handles.size(),
+            [](const auto& a, const auto& b) { return a.record < b.record; });
+  return absl::OkStatus();
+}
+
+absl::Status SortHandles(MigratedHandles* m) {
+  std::vector<uint32_t> order;
+  RETURN_IF_ERROR(SortOrder(m->fh, &order, [](uint64_t fh) {
+    return Invalid(absl::StrCat("handle record for fh ", fh, ": duplicate fh"));
+  }));
+  if (order.empty()) return absl::OkStatus();
+  Permute(order, &m->fh);
+  Permute(order, &m->node_id);
+  Permute(order, &m->flags);
+  Permute(order, &m->is_dir);
+  return absl::OkStatus();
+}
+
+// What CheckWhole found out for the install.
+struct Checked {
+  std::vector<uint64_t> nameless;  // a file handle and no path
+  std::vector<std::pair<uint64_t, uint64_t>> nameless_handles;  // fh, node
+};
+
+// The checks that need the whole state, in linear passes over the arrays
+// (sorted first). Fills the records' open counts.
+absl::Status CheckWhole(Staging& s, const FsConfig& config, Checked* out) {
+  MigratedInodes& m = *s.inodes;
+  MigratedHandles& hs = *s.handles;
+  RETURN_IF_ERROR(SortInodes(&m));
+  RETURN_IF_ERROR(SortHandles(&hs));
   if (!s.have_end) {
     return absl::DataLossError(
         absl::StrCat("device state rejected: stream ended after ", s.chunks,
                      " chunks without the end marker (truncated)"));
   }
-  if (s.end.inode_count() != s.inodes.size() ||
-      s.end.handle_count() != s.handles.size() ||
+  if (s.end.inode_count() != m.size() || s.end.handle_count() != hs.size() ||
       s.end.chunk_count() != s.chunks) {
     return absl::DataLossError(absl::StrCat(
         "device state rejected: end marker counts ", s.end.inode_count(),
         " inodes, ", s.end.handle_count(), " handles, ", s.end.chunk_count(),
-        " chunks; the stream held ", s.inodes.size(), ", ", s.handles.size(),
-        ", ", s.chunks));
+        " chunks; the stream held ", m.size(), ", ", hs.size(), ", ",
+        s.chunks));
   }
   if (!s.have_counters) return Invalid("no counters record");
   if (!s.have_session) return Invalid("no FUSE session record");
-  if (!s.index.contains(kRootNodeId)) return Invalid("no root inode record");
+  // Ids are at least 1 and ascend: the root, if any, is record 0.
+  if (m.size() == 0 || m.node_id[0] != kRootNodeId) {
+    return Invalid("no root inode record");
+  }
 
-  const size_t n = s.inodes.size();
-  parent_of->assign(n, kNone);
-  uint64_t max_node = 0;
+  const size_t n = m.size();
+  // Parents, as record indices. Records come in node-id order, so
+  // consecutive records mostly share a parent: search only on a change.
+  PodArray<uint32_t> parent_of;
+  parent_of.ResizeUninitialized(n);
+  uint64_t cached_id = 0;
+  uint32_t cached = kNone;
   for (size_t i = 0; i < n; ++i) {
-    const InodeFields& r = s.inodes[i];
-    max_node = std::max(max_node, r.node_id);
-    if (!r.has_path) continue;
-    auto parent = s.index.find(r.parent);
-    if (parent == s.index.end()) {
-      return Invalid(absl::StrCat(InodeName(r.node_id),
-                                  ": unknown parent node ", r.parent));
+    if (!m.has_path(i)) {
+      parent_of[i] = kNone;
+      if (m.has_handle(i)) out->nameless.push_back(m.node_id[i]);
+      continue;
     }
-    if (s.inodes[parent->second].file_type != S_IFDIR) {
-      return Invalid(absl::StrCat(InodeName(r.node_id), ": parent node ",
-                                  r.parent, " is not a directory"));
+    const uint64_t p = m.parent[i];
+    if (p != cached_id) {
+      const size_t r = m.Find(p);
+      if (r == kNotFound) {
+        return Invalid(
+            absl::StrCat(InodeName(m.node_id[i]), ": unknown parent node ", p));
+      }
+      if (m.type(r) != S_IFDIR) {
+        return Invalid(absl::StrCat(InodeName(m.node_id[i]), ": parent node ",
+                                    p, " is not a directory"));
+      }
+      cached_id = p;
+      cached = static_cast<uint32_t>(r);
     }
-    (*parent_of)[i] = parent->second;
+    parent_of[i] = cached;
   }
   // Cycles: walk each parent chain once; 1 = on the current walk, 2 = known
   // to reach a record without a path (root or unlocated).
-  std::vector<uint8_t> state(n, 0);
+  PodArray<uint8_t> state;
+  state.AssignZeros(n);
   std::vector<uint32_t> walk;
   for (size_t i = 0; i < n; ++i) {
+    if (state[i] == 2) continue;
     walk.clear();
     uint32_t cur = static_cast<uint32_t>(i);
     for (;;) {
       if (state[cur] == 2) break;
       if (state[cur] == 1) {
-        return Invalid(absl::StrCat(
-            "inode record for node ", s.inodes[i].node_id,
-            ": parent chain has a cycle through node ", s.inodes[cur].node_id));
+        return Invalid(absl::StrCat("inode record for node ", m.node_id[i],
+                                    ": parent chain has a cycle through node ",
+                                    m.node_id[cur]));
       }
       state[cur] = 1;
       walk.push_back(cur);
-      if ((*parent_of)[cur] == kNone) break;
-      cur = (*parent_of)[cur];
+      if (parent_of[cur] == kNone) break;
+      cur = parent_of[cur];
     }
     for (uint32_t w : walk) state[w] = 2;
   }
   // What the destination can find at all: the root, a record with a file
   // handle, or a path whose parent is findable. Under abort an unfindable
   // record fails the load here, before anything is installed, instead of on
-  // first use (the record tells all: no syscall needed).
+  // first use (the record tells all: no syscall needed). `state` is reused:
+  // 2 = not known yet, 3 = findable, 4 = not.
   if (config.migration_on_error == MigrationErrorPolicy::kAbort) {
-    std::vector<int8_t> findable(n, -1);
     for (size_t i = 0; i < n; ++i) {
+      if (state[i] != 2) continue;
       walk.clear();
       uint32_t cur = static_cast<uint32_t>(i);
       bool result = false;
       for (;;) {
-        if (findable[cur] >= 0) {
-          result = findable[cur] == 1;
+        if (state[cur] != 2) {
+          result = state[cur] == 3;
           break;
         }
-        const InodeFields& rec = s.inodes[cur];
-        if (rec.root || rec.has_handle) {
+        if (m.is_root(cur) || m.has_handle(cur)) {
           result = true;
-          findable[cur] = 1;
+          state[cur] = 3;
           break;
         }
-        if (!rec.has_path) {
-          findable[cur] = 0;
+        if (!m.has_path(cur)) {
+          state[cur] = 4;
           break;
         }
         walk.push_back(cur);
-        cur = (*parent_of)[cur];
+        cur = parent_of[cur];
       }
-      for (uint32_t w : walk) findable[w] = result ? 1 : 0;
+      for (uint32_t w : walk) state[w] = result ? 3 : 4;
       if (!result) {
-        const InodeFields& rec = s.inodes[i];
         return absl::FailedPreconditionError(absl::StrCat(
-            "--migration-on-error=abort: ", InodeName(rec.node_id),
-            rec.has_path
+            "--migration-on-error=abort: ", InodeName(m.node_id[i]),
+            m.has_path(i)
                 ? absl::StrCat(": its parent chain reaches node ",
-                               s.inodes[cur].node_id,
+                               m.node_id[cur],
                                ", which the source could not locate")
                 : ": the source could not locate it (e.g. unlinked while "
                   "open in find-paths mode)"));
@@ -355,36 +482,45 @@ absl::Status CheckWhole(const Staging& s, const FsConfig& config,
     }
   }
 
-  opens->assign(n, 0);
-  uint64_t max_fh = 0;
-  for (size_t k = 0; k < s.handles.size(); ++k) {
-    const HandleFields& h = s.handles[k];
-    max_fh = std::max(max_fh, h.fh);
-    auto node = s.index.find(h.node_id);
-    if (node == s.index.end()) {
-      return Invalid(absl::StrCat("handle record for fh ", h.fh,
-                                  ": unknown node ", h.node_id));
+  m.opens.AssignZeros(n);
+  uint64_t cached_node = 0;
+  cached = kNone;
+  for (size_t k = 0; k < hs.size(); ++k) {
+    const uint64_t fh = hs.fh[k];
+    const uint64_t node = hs.node_id[k];
+    if (node != cached_node || cached == kNone) {
+      const size_t r = m.Find(node);
+      if (r == kNotFound) {
+        return Invalid(
+            absl::StrCat("handle record for fh ", fh, ": unknown node ", node));
+      }
+      cached_node = node;
+      cached = static_cast<uint32_t>(r);
     }
-    if ((s.inodes[node->second].file_type == S_IFDIR) != h.is_dir) {
-      return Invalid(absl::StrCat("handle record for fh ", h.fh,
-                                  ": directory flag does not match node ",
-                                  h.node_id, "'s type"));
+    if ((m.type(cached) == S_IFDIR) != (hs.is_dir[k] != 0)) {
+      return Invalid(absl::StrCat("handle record for fh ", fh,
+                                  ": directory flag does not match node ", node,
+                                  "'s type"));
     }
-    if (config.readonly && ((h.flags & O_ACCMODE) != O_RDONLY)) {
+    if (config.readonly && ((hs.flags[k] & O_ACCMODE) != O_RDONLY)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "device state rejected: handle record for fh ", h.fh,
+          "device state rejected: handle record for fh ", fh,
           " is open for writing but this daemon's share is read-only"));
     }
-    ++(*opens)[node->second];
+    ++m.opens[cached];
+    if (m.has_handle(cached) && !m.has_path(cached)) {
+      out->nameless_handles.emplace_back(fh, node);
+    }
   }
-  for (size_t i = 0; i < n; ++i) {
-    const InodeFields& r = s.inodes[i];
-    if (!r.root && r.lookups == 0 && (*opens)[i] == 0) {
-      return Invalid(absl::StrCat(InodeName(r.node_id),
+  for (size_t i = 1; i < n; ++i) {
+    if (m.lookups[i] == 0 && m.opens[i] == 0) {
+      return Invalid(absl::StrCat(InodeName(m.node_id[i]),
                                   ": neither looked up nor open (no "
                                   "references)"));
     }
   }
+  const uint64_t max_node = m.node_id[n - 1];
+  const uint64_t max_fh = hs.size() == 0 ? 0 : hs.fh[hs.size() - 1];
   if (s.counters.next_node_id() <= max_node) {
     return Invalid(
         absl::StrCat("counter next_node_id ", s.counters.next_node_id(),
@@ -422,21 +558,11 @@ absl::Status CheckWhole(const Staging& s, const FsConfig& config,
   return absl::OkStatus();
 }
 
-// An array for `n` objects of a load, reserved at once (elements are
-// emplaced without reallocation, so their addresses are stable): two
-// allocations per load instead of four per inode (object + control block,
-// twice). The array is freed when the last shared_ptr aliasing one of its
-// elements goes (inodes re-opened since are ordinary objects).
-template <typename T>
-std::shared_ptr<std::vector<T>> MakeSlab(size_t n) {
-  auto slab = std::make_shared<std::vector<T>>();
-  slab->reserve(n);
-  return slab;
-}
-
 }  // namespace
 
-absl::Status StateLoader::OpenNameless(const std::vector<uint64_t>& nodes) {
+absl::Status StateLoader::OpenNameless(
+    const std::vector<uint64_t>& nodes,
+    const std::vector<std::pair<uint64_t, uint64_t>>& files) {
   if (nodes.empty()) return absl::OkStatus();
   const bool abort =
       fs_->config().migration_on_error == MigrationErrorPolicy::kAbort;
@@ -446,7 +572,6 @@ absl::Status StateLoader::OpenNameless(const std::vector<uint64_t>& nodes) {
         absl::StrCat("--migration-on-error=abort: ",
                      errors.empty() ? std::string(what) : errors.back()));
   };
-  const absl::flat_hash_set<uint64_t> wanted(nodes.begin(), nodes.end());
   for (uint64_t id : nodes) {
     std::shared_ptr<const Inode> inode = fs_->GetInode(id);
     if (abort && (!inode || inode->error != 0)) {
@@ -455,10 +580,9 @@ absl::Status StateLoader::OpenNameless(const std::vector<uint64_t>& nodes) {
   }
   // Their open handles too: an open fd is what keeps an unlinked file
   // alive once the source lets go of it.
-  for (const auto& [fh, file] : fs_->handles().Snapshot()) {
-    if (!wanted.contains(file->node_id)) continue;
+  for (const auto& [fh, node] : files) {
     std::shared_ptr<OpenFile> opened;
-    if (fs_->AnyOpenFileFor(fh, file->node_id, &opened) != 0 && abort) {
+    if (fs_->AnyOpenFileFor(fh, node, &opened) != 0 && abort) {
       return failed(absl::StrCat("handle ", fh, " could not be re-opened"));
     }
   }
@@ -484,6 +608,7 @@ absl::Status StateLoader::Load(int fd) {
   staging.source_root =
       InodeIdentity{header.source_root().dev(), header.source_root().ino(),
                     header.source_root().mount_id()};
+  staging.our_mount = fs_->root_mount_id();
   pb::StateChunk chunk;
   for (;;) {
     const uint64_t index = frames.frames_read();
@@ -494,85 +619,28 @@ absl::Status StateLoader::Load(int fd) {
     }
     RETURN_IF_ERROR(AddChunk(chunk, index, &staging));
   }
-  std::vector<uint32_t> parent_of;
-  std::vector<uint32_t> opens;
-  RETURN_IF_ERROR(CheckWhole(staging, fs_->config(), &parent_of, &opens));
+  Checked checked;
+  RETURN_IF_ERROR(CheckWhole(staging, fs_->config(), &checked));
   stats_.frames = frames.frames_read();
   stats_.bytes = frames.bytes_read();
 
   // The source's st_dev and mount ids mean the same here only if its root
   // is our root (same host, or the same device numbering).
   const InodeIdentity our_root = fs_->inodes().Get(kRootNodeId)->identity;
-  const bool comparable = header.source_root().dev() == our_root.dev &&
-                          header.source_root().ino() == our_root.ino;
-  const uint64_t our_mount = fs_->root_mount_id();
+  MigratedInodes& m = *staging.inodes;
+  m.source_dev = staging.source_root.dev;
+  m.source_mount_id = staging.source_root.mount_id;
+  m.identity_comparable = staging.source_root.dev == our_root.dev &&
+                          staging.source_root.ino == our_root.ino;
+  stats_.inodes = m.size();
+  stats_.handles = staging.handles->size();
 
-  // The migrated Inode and MigratedLocation objects live in one array
-  // each (see MakeSlab), their shared_ptrs alias the arrays'.
-  const size_t n = staging.inodes.size();
-  auto locations = MakeSlab<MigratedLocation>(n);
-  auto inodes = MakeSlab<Inode>(n);
-  std::vector<uint64_t> nameless;
-  uint32_t root_opens = 0;
-  std::vector<uint32_t> order;  // staging indices to install (not the root)
-  order.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    if (staging.inodes[i].root) {
-      root_opens = opens[i];
-    } else {
-      order.push_back(static_cast<uint32_t>(i));
-    }
-  }
-  auto fill = [&](size_t k, InodeTable::EntrySnapshot* e) {
-    const size_t i = order[k];
-    InodeFields& r = staging.inodes[i];
-    if (r.has_handle && !r.has_path) nameless.push_back(r.node_id);
-    MigratedLocation& m = locations->emplace_back();
-    if (r.has_path) {
-      m.parent = r.parent;
-      m.name = std::move(r.name);
-    }
-    if (r.has_handle) {
-      FileHandle h;
-      h.type = r.handle_type;
-      h.bytes = std::move(r.handle);
-      // Handles on the source's root mount open through ours.
-      h.mount_id = r.handle_mount_id == header.source_root().mount_id()
-                       ? our_mount
-                       : r.handle_mount_id;
-      m.handle = std::move(h);
-    }
-    m.identity = r.identity;
-    m.identity_comparable = comparable;
-    Inode& inode = inodes->emplace_back();
-    inode.node_id = r.node_id;
-    inode.identity = m.identity;
-    inode.type = static_cast<mode_t>(r.file_type);
-    inode.migrated = std::shared_ptr<const MigratedLocation>(locations, &m);
-    e->lookups = r.lookups;
-    e->opens = opens[i];
-    e->location.parent = m.parent;
-    e->location.name = m.name;
-    e->inode = std::shared_ptr<const Inode>(inodes, &inode);
-  };
-  std::vector<std::pair<uint64_t, std::shared_ptr<OpenFile>>> files;
-  files.reserve(staging.handles.size());
-  for (size_t k = 0; k < staging.handles.size(); ++k) {
-    const HandleFields& h = staging.handles[k];
-    auto file = std::make_shared<OpenFile>();
-    file->node_id = h.node_id;
-    file->flags = h.flags;
-    file->is_dir = h.is_dir;
-    file->migrated = true;
-    files.emplace_back(h.fh, std::move(file));
-  }
-  stats_.inodes = n;
-  stats_.handles = files.size();
-
+  // The tables take the arrays over as they are: no entry, object or hash
+  // insert per record while the device is stopped.
   RETURN_IF_ERROR(fs_->inodes().InstallMigrated(
-      order.size(), fill, root_opens, staging.counters.next_node_id()));
+      std::move(staging.inodes), staging.counters.next_node_id()));
   if (absl::Status s = fs_->handles().InstallMigrated(
-          std::move(files), staging.counters.next_fh());
+          std::move(staging.handles), staging.counters.next_fh());
       !s.ok()) {
     fs_->ResetMigrated();
     return s;
@@ -597,11 +665,12 @@ absl::Status StateLoader::Load(int fd) {
       fs_->config().migration_verify == MigrationVerify::kDuringLoad &&
               fs_->config().migration_on_error == MigrationErrorPolicy::kAbort
           ? fs_->ReopenAllMigrated()
-          : OpenNameless(nameless);
+          : OpenNameless(checked.nameless, checked.nameless_handles);
   if (!opened.ok()) {
     fs_->ResetMigrated();
     return opened;
   }
+  fs_->StartMigrationMerge();
   return absl::OkStatus();
 }
 

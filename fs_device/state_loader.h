@@ -31,6 +31,7 @@
 #define VHOSTMIG_FS_DEVICE_STATE_LOADER_H_
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -56,8 +57,11 @@ class StateLoader {
   const StateLoadStats& stats() const { return stats_; }
 
  private:
-  // Opens the nameless inodes `nodes` and their handles (see above).
-  absl::Status OpenNameless(const std::vector<uint64_t>& nodes);
+  // Opens the nameless inodes `nodes` and their handles `files` (fh, node;
+  // see above).
+  absl::Status OpenNameless(
+      const std::vector<uint64_t>& nodes,
+      const std::vector<std::pair<uint64_t, uint64_t>>& files);
 
   PassthroughFs* const fs_;
   StateLoadStats stats_;

@@ -21,7 +21,41 @@ void SetIdentity(const InodeIdentity& id, pb::Identity* out) {
   out->set_mount_id(id.mount_id);
 }
 
+// Appends one prepared record to a chunk's columns.
+void Add(const PreparedLocation& p, uint64_t lookups,
+         InodeColumnEncoder* encoder) {
+  const Inode& inode = *p.inode;
+  encoder->Add(p.node_id, lookups, inode.type, inode.identity, p.root,
+               p.has_path, p.parent, p.name, p.handle ? &*p.handle : nullptr);
+}
+
+bool Unlocated(const PreparedLocation& p) {
+  return !p.root && !p.has_path && !p.handle;
+}
+
 }  // namespace
+
+absl::Status StateWriter::EncodePrepared(const InodeIdentity& source_root,
+                                         PreparedSet* set) {
+  set->chunks.clear();
+  const size_t n = set->locations.size();
+  pb::StateChunk chunk;
+  for (size_t begin = 0; begin < n;) {
+    const size_t end = std::min(n, begin + kRecordsPerChunk);
+    chunk.Clear();
+    InodeColumnEncoder encoder(source_root, chunk.mutable_inode_columns());
+    PreparedChunk& c = set->chunks.emplace_back();
+    for (size_t i = begin; i < end; ++i) {
+      const PreparedLocation& p = set->locations[i];
+      if (Unlocated(p)) ++c.unlocated;
+      Add(p, p.lookups, &encoder);
+    }
+    RETURN_IF_ERROR(FrameWriter::Encode(chunk, &c.frame));
+    c.end = end;
+    begin = end;
+  }
+  return absl::OkStatus();
+}
 
 absl::Status StateWriter::Write(int fd) {
   stats_ = StateWriteStats{};
@@ -47,10 +81,6 @@ absl::Status StateWriter::Write(int fd) {
 
   pb::StateChunk chunk;
   std::optional<InodeColumnEncoder> inodes;
-  auto encoder = [&]() -> InodeColumnEncoder& {
-    if (!inodes) inodes.emplace(source_root, chunk.mutable_inode_columns());
-    return *inodes;
-  };
   auto flush = [&]() -> absl::Status {
     RETURN_IF_ERROR(frames.Write(chunk));
     ++stats_.chunks;
@@ -59,59 +89,129 @@ absl::Status StateWriter::Write(int fd) {
     return absl::OkStatus();
   };
   auto add = [&](const PreparedLocation& p, uint64_t lookups) -> absl::Status {
-    const Inode& inode = *p.inode;
-    if (!p.root && !p.has_path && !p.handle) ++stats_.unlocated;
-    encoder().Add(p.node_id, lookups, inode.type, inode.identity, p.root,
-                  p.has_path, p.parent, p.name,
-                  p.handle ? &*p.handle : nullptr);
+    if (!inodes) inodes.emplace(source_root, chunk.mutable_inode_columns());
+    if (Unlocated(p)) ++stats_.unlocated;
+    Add(p, lookups, &*inodes);
     ++stats_.inodes;
     if (inodes->records() >= kRecordsPerChunk) return flush();
     return absl::OkStatus();
   };
+  // Ends the chunk being built (differences restart with each chunk, and a
+  // prepared chunk must not be appended to it).
+  auto finish = [&]() -> absl::Status {
+    if (inodes && inodes->records() > 0) return flush();
+    return absl::OkStatus();
+  };
+  // Locates the live entries among `ids` (ascending) now, syscalls and all.
+  auto locate = [&](const std::vector<uint64_t>& ids,
+                    std::vector<PreparedLocation>* out) {
+    for (const InodeTable::EntrySnapshot& e : fs_->inodes().SnapshotOf(ids)) {
+      LocationGatherer::Locate(*fs_, mode_, e, &out->emplace_back());
+      ++stats_.located_during_save;
+    }
+  };
 
-  // What must be located now, while stopped: everything without a
-  // gathering, else what changed since it started.
-  std::vector<uint64_t> delta;
   if (gathered.all_changed) {
+    // Nothing prepared (no LOG_ALL, or the whole table changed): locate
+    // everything while stopped.
+    std::vector<uint64_t> all;
     for (const auto& e : fs_->inodes().Snapshot()) {
-      delta.push_back(e.inode->node_id);
+      all.push_back(e.inode->node_id);
     }
-    std::sort(delta.begin(), delta.end());
+    std::sort(all.begin(), all.end());
+    std::vector<PreparedLocation> located;
+    locate(all, &located);
+    for (const PreparedLocation& p : located) {
+      RETURN_IF_ERROR(add(p, p.lookups));
+    }
+    RETURN_IF_ERROR(finish());
   } else {
-    // The prepared records, with the current lookup counts: the whole cost
-    // of the stopped phase for an unchanged inode.
     const PreparedSet& set = *gathered.prepared;
-    std::vector<InodeTable::EntryState> states;
-    fs_->inodes().StatesOf(set.ids, &states);
-    auto changed = gathered.changed.begin();
-    for (size_t i = 0; i < set.ids.size(); ++i) {
-      const uint64_t id = set.ids[i];
-      while (changed != gathered.changed.end() && *changed < id) ++changed;
-      if (changed != gathered.changed.end() && *changed == id) continue;
-      if (states[i].inode == nullptr) continue;  // forgotten meanwhile
-      if (states[i].inode != set.locations[i].inode.get()) {
-        delta.push_back(id);  // re-opened since (a lazily resolved inode)
-        continue;
+    using Ids = std::vector<uint64_t>::const_iterator;
+    // Re-encodes prepared records [begin, end) with the changes among them
+    // (changed / recounted ids, ascending, none below the first record's
+    // chunk), and the changed ids that follow the last prepared record.
+    auto rewrite = [&](size_t begin, size_t end, Ids changed, Ids changed_end,
+                       Ids recounted, Ids recounted_end) -> absl::Status {
+      const std::vector<uint64_t> relocated_ids(changed, changed_end);
+      const std::vector<uint64_t> recounted_ids(recounted, recounted_end);
+      std::vector<InodeTable::EntryState> states;
+      fs_->inodes().StatesOf(recounted_ids, &states);
+      std::vector<uint64_t> relocate = relocated_ids;
+      std::vector<std::pair<const PreparedLocation*, uint64_t>> records;
+      size_t r = 0;
+      for (size_t i = begin; i < end; ++i) {
+        const PreparedLocation& p = set.locations[i];
+        if (std::binary_search(relocated_ids.begin(), relocated_ids.end(),
+                               p.node_id)) {
+          continue;  // located anew below, if it still exists
+        }
+        uint64_t lookups = p.lookups;
+        while (r < recounted_ids.size() && recounted_ids[r] < p.node_id) ++r;
+        if (r < recounted_ids.size() && recounted_ids[r] == p.node_id) {
+          const InodeTable::EntryState& now = states[r];
+          if (now.inode == nullptr) continue;  // forgotten meanwhile
+          if (now.inode != p.inode.get()) {    // re-opened since
+            relocate.push_back(p.node_id);
+            continue;
+          }
+          lookups = now.lookups;
+        }
+        records.emplace_back(&p, lookups);
       }
-      RETURN_IF_ERROR(add(set.locations[i], states[i].lookups));
+      std::sort(relocate.begin(), relocate.end());
+      std::vector<PreparedLocation> located;
+      locate(relocate, &located);
+      for (const PreparedLocation& p : located) {
+        records.emplace_back(&p, p.lookups);
+      }
+      std::sort(records.begin(), records.end(),
+                [](const auto& a, const auto& b) {
+                  return a.first->node_id < b.first->node_id;
+                });
+      for (const auto& [p, lookups] : records) {
+        RETURN_IF_ERROR(add(*p, lookups));
+      }
+      return finish();
+    };
+    Ids changed = gathered.changed.begin();
+    Ids recounted = gathered.recounted.begin();
+    size_t begin = 0;
+    for (const PreparedChunk& c : set.chunks) {
+      // The chunk stands for the ids above the previous chunk's last, up to
+      // its own last.
+      const uint64_t last = set.ids[c.end - 1];
+      const Ids changed_end =
+          std::upper_bound(changed, gathered.changed.cend(), last);
+      const Ids recounted_end =
+          std::upper_bound(recounted, gathered.recounted.cend(), last);
+      if (changed == changed_end && recounted == recounted_end) {
+        // Unchanged since the pass: the whole cost of the stopped phase for
+        // these records is copying the frame.
+        RETURN_IF_ERROR(frames.WriteEncoded(c.frame));
+        ++stats_.chunks;
+        stats_.inodes += c.end - begin;
+        stats_.unlocated += c.unlocated;
+      } else {
+        RETURN_IF_ERROR(rewrite(begin, c.end, changed, changed_end, recounted,
+                                recounted_end));
+      }
+      begin = c.end;
+      changed = changed_end;
+      recounted = recounted_end;
     }
-    delta.insert(delta.end(), gathered.changed.begin(), gathered.changed.end());
-    std::sort(delta.begin(), delta.end());
-    // Differences restart with the delta's own chunk.
-    if (inodes && inodes->records() > 0) RETURN_IF_ERROR(flush());
-  }
-  PreparedLocation located;
-  for (const InodeTable::EntrySnapshot& e : fs_->inodes().SnapshotOf(delta)) {
-    located = PreparedLocation{};
-    LocationGatherer::Locate(*fs_, mode_, e, &located);
-    ++stats_.located_during_save;
-    RETURN_IF_ERROR(add(located, e.lookups));
+    // Entries created since the pass's snapshot (their ids are above it;
+    // any other id past it is located too, to be safe).
+    std::vector<uint64_t> after(changed, gathered.changed.cend());
+    after.insert(after.end(), recounted, gathered.recounted.cend());
+    std::sort(after.begin(), after.end());
+    RETURN_IF_ERROR(rewrite(begin, begin, after.cbegin(), after.cend(),
+                            after.cend(), after.cend()));
   }
 
   auto handles = fs_->handles().Snapshot();
   std::sort(handles.begin(), handles.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
-  if (inodes && inodes->records() > 0) RETURN_IF_ERROR(flush());
   std::optional<HandleColumnEncoder> files;
   for (const auto& [fh, file] : handles) {
     if (!files) files.emplace(chunk.mutable_handle_columns());

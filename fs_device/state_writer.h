@@ -7,9 +7,11 @@
 //
 // Streamed: one chunk is built, written and dropped at a time. Locations
 // come from the LocationGatherer (prepared while the guest ran, in node-id
-// order); for those the stopped phase only reads the current lookup counts
-// and encodes. Only the entries that changed since are located here, while
-// the device is stopped.
+// order), already encoded as chunks (EncodePrepared): the stopped phase
+// writes those as they are, and re-encodes only the chunks holding an
+// entry that changed since (recounted: with its current lookup count;
+// created, removed, relocated or re-opened: located here, while the device
+// is stopped). The records go out in ascending node-id order.
 // The tables are only read: after a save the source can resume unchanged.
 //
 // Errors: the channel's write errors (EPIPE when the reader went away).
@@ -57,6 +59,12 @@ class StateWriter {
 
   absl::Status Write(int fd);
   const StateWriteStats& stats() const { return stats_; }
+
+  // Encodes `set`'s records into set->chunks (kRecordsPerChunk each), with
+  // the lookup counts they were prepared with. `source_root`: the root's
+  // identity (the header's source_root). For the gatherer's thread.
+  static absl::Status EncodePrepared(const InodeIdentity& source_root,
+                                     PreparedSet* set);
 
  private:
   PassthroughFs* const fs_;

@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <linux/fuse.h>
 
+#include <map>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -60,8 +62,92 @@ class GatheringTest : public FsDeviceTest {
     saved_ = FdBytes(fd.get());
     return s;
   }
+  // The inode records of the last save, in stream order.
+  std::vector<InodeFields> SavedInodes() {
+    std::vector<InodeFields> out;
+    UniqueFd in = BytesFd(saved_);
+    FrameReader r(in.get());
+    std::string payload;
+    EXPECT_TRUE(*r.Next(&payload));  // header
+    for (uint64_t frame = 1;; ++frame) {
+      auto more = r.Next(&payload);
+      EXPECT_TRUE(more.ok());
+      if (!more.ok() || !*more) break;
+      fs_state::v1::StateChunk chunk;
+      EXPECT_TRUE(chunk.ParseFromString(payload));
+      StableVector<InodeFields> records;
+      EXPECT_TRUE(DecodeInodeColumns(chunk.inode_columns(), InodeIdentity{},
+                                     frame, &records)
+                      .ok());
+      for (size_t i = 0; i < records.size(); ++i) out.push_back(records[i]);
+    }
+    return out;
+  }
   std::string saved_;
 };
+
+TEST_F(GatheringTest, AnUnchangedTableIsSavedFromThePreparedChunks) {
+  LookUpFiles(300);
+  device().OnLogAllChanged(true);
+  ASSERT_TRUE(device().gatherer().WaitForPass(kPassTimeout));
+  ASSERT_TRUE(Save().ok());
+  EXPECT_EQ(device().last_save_stats().inodes, 301u);
+  EXPECT_EQ(device().last_save_stats().located_during_save, 0u);
+  const std::vector<InodeFields> records = SavedInodes();
+  ASSERT_EQ(records.size(), 301u);
+  for (size_t i = 1; i < records.size(); ++i) {
+    EXPECT_LT(records[i - 1].node_id, records[i].node_id);
+    EXPECT_EQ(records[i].lookups, 1u);
+    EXPECT_TRUE(records[i].has_path);
+  }
+}
+
+TEST_F(GatheringTest, LookupCountsChangedDuringPreCopyAreSavedAsTheyAreNow) {
+  LookUpFiles(50);
+  const uint64_t again = MustLookup(FUSE_ROOT_ID, "f3");
+  const uint64_t dropped = MustLookup(FUSE_ROOT_ID, "f4");
+  const uint64_t fewer = MustLookup(FUSE_ROOT_ID, "f5");
+  ASSERT_EQ(fs().inodes().Info(fewer)->lookups, 2u);
+  device().OnLogAllChanged(true);
+  ASSERT_TRUE(device().gatherer().WaitForPass(kPassTimeout));
+  // During pre-copy: one more lookup, one FORGET of everything, one FORGET
+  // of part (as the FORGET handler does), a new file, a rename.
+  MustLookup(FUSE_ROOT_ID, "f3");
+  fs().inodes().Forget(dropped, 2);
+  fs().inodes().Forget(fewer, 1);
+  WriteHostFile("late", "x");
+  const uint64_t late = MustLookup(FUSE_ROOT_ID, "late");
+  const uint64_t moved = MustLookup(FUSE_ROOT_ID, "f9");
+  ASSERT_TRUE(driver().Rename(FUSE_ROOT_ID, "f9", FUSE_ROOT_ID, "g9").ok());
+  ASSERT_TRUE(Save().ok());
+  // Only the new and the renamed file are located while stopped.
+  EXPECT_EQ(device().last_save_stats().located_during_save, 2u);
+  const std::vector<InodeFields> records = SavedInodes();
+  ASSERT_EQ(records.size(), 51u);  // root + 50 - f4 + late
+  EXPECT_EQ(device().last_save_stats().inodes, 51u);
+  std::map<uint64_t, const InodeFields*> by_id;
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (i > 0) {
+      EXPECT_LT(records[i - 1].node_id, records[i].node_id);
+    }
+    by_id[records[i].node_id] = &records[i];
+  }
+  EXPECT_EQ(by_id.count(dropped), 0u);
+  ASSERT_EQ(by_id.count(again), 1u);
+  EXPECT_EQ(by_id[again]->lookups, 3u);
+  ASSERT_EQ(by_id.count(fewer), 1u);
+  EXPECT_EQ(by_id[fewer]->lookups, 1u);
+  ASSERT_EQ(by_id.count(late), 1u);
+  EXPECT_EQ(by_id[late]->name, "late");
+  ASSERT_EQ(by_id.count(moved), 1u);
+  EXPECT_EQ(by_id[moved]->name, "g9");
+  EXPECT_EQ(by_id[moved]->lookups, 2u);
+  // What the table says now, for every record.
+  for (const InodeFields& r : records) {
+    if (r.node_id == FUSE_ROOT_ID) continue;
+    EXPECT_EQ(r.lookups, fs().inodes().Info(r.node_id)->lookups) << r.node_id;
+  }
+}
 
 TEST_F(GatheringTest, StoppedPhaseLocatesOnlyWhatChangedAfterGathering) {
   LookUpFiles(200);

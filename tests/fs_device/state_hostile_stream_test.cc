@@ -3,6 +3,7 @@
 // destination's tables empty, and changes nothing on disk.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <set>
@@ -266,6 +267,56 @@ TEST_F(HostileStreamTest, DuplicateNodeIdIsRefused) {
   b.AddFile(2, 1, "file");
   b.AddFile(2, 1, "dir", S_IFDIR);
   ExpectRejected(Load(b.Bytes()), "node 2: duplicate node id");
+}
+
+TEST_F(HostileStreamTest, DuplicateNodeIdsFarApartAreRefused) {
+  StreamBuilder b;
+  b.AddFile(2, 1, "file");
+  b.AddFile(5, 1, "dir", S_IFDIR);
+  b.AddFile(3, 1, "x");
+  b.AddFile(2, 1, "y");
+  ExpectRejected(Load(b.Bytes()), "node 2: duplicate node id");
+}
+
+TEST_F(HostileStreamTest, RecordsInAnyOrderLoad) {
+  // The writer sends ascending ids; another writer need not. Children
+  // before parents, the root last, handles in descending order.
+  WriteHostFile("dir/inner", "inner-data");
+  before_ = Listing();
+  StreamBuilder b;
+  b.AddFile(9, 4, "inner")->mutable_identity()->set_ino(Ino("dir/inner"));
+  b.AddFile(4, 1, "dir", S_IFDIR)->mutable_identity()->set_ino(Ino("dir"));
+  b.AddFile(2, 1, "file")->mutable_identity()->set_ino(Ino("file"));
+  b.records.mutable_inodes()->SwapElements(0, 3);
+  b.AddHandle(8, 4, O_RDONLY, true);
+  b.AddHandle(7, 9, O_RDONLY);
+  b.AddHandle(3, 2, O_RDWR);
+  const absl::Status s = Load(b.Bytes());
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(fs().inodes().size(), 4u);
+  EXPECT_EQ(fs().handles().size(), 3u);
+  auto inner = fs().GetInode(9);
+  ASSERT_NE(inner, nullptr);
+  EXPECT_EQ(inner->error, 0) << fs().MigrationErrors().back();
+  EXPECT_EQ(fs().inodes().Info(4)->opens, 1u);
+  EXPECT_EQ(fs().inodes().Info(9)->opens, 1u);
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fs().OpenFileFor(7, 9, false, &f), 0);
+  char buf[16] = {};
+  EXPECT_EQ(pread(f->fd.get(), buf, sizeof(buf), 0), 10);
+  EXPECT_EQ(std::string(buf), "inner-data");
+  ASSERT_EQ(fs().OpenFileFor(8, 4, true, &f), 0);
+  ASSERT_EQ(fs().OpenFileFor(3, 2, false, &f), 0);
+}
+
+TEST_F(HostileStreamTest, DuplicateFhsFarApartAreRefused) {
+  StreamBuilder b;
+  b.AddFile(2, 1, "file");
+  b.AddHandle(5, 2);
+  b.AddHandle(9, 2);
+  b.AddHandle(6, 2);
+  b.AddHandle(5, 2);
+  ExpectRejected(Load(b.Bytes()), "fh 5: duplicate fh");
 }
 
 TEST_F(HostileStreamTest, DuplicateFhIsRefused) {

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -269,6 +271,114 @@ TEST_P(StateMigrationTest, EveryNodeAndHandleWorksOnTheDestination) {
   // Handles release normally, migrated or not.
   EXPECT_TRUE(dst().Release(w.a, w.a_fh).ok());
   EXPECT_TRUE(dst().Releasedir(FUSE_ROOT_ID, w.root_dir_fh).ok());
+}
+
+// Requests on several threads while the destination merges the migrated
+// tables into its hash tables (this file also runs under TSan): a LOOKUP
+// of a migrated file gets its migrated node id whether or not the merge
+// reached it, FORGETs and opens count exactly, nothing is lost or doubled.
+TEST(StateMergeTest, RequestsRaceTheBackgroundMerge) {
+  constexpr int kDirs = 6;
+  constexpr int kFiles = 200;  // per directory
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  for (int d = 0; d < kDirs; ++d) {
+    const std::string sub = absl::StrCat(dir.path(), "/d", d);
+    ASSERT_EQ(mkdir(sub.c_str(), 0755), 0);
+    for (int f = 0; f < kFiles; ++f) {
+      FILE* out = fopen(absl::StrCat(sub, "/f", f).c_str(), "w");
+      ASSERT_NE(out, nullptr);
+      fclose(out);
+    }
+  }
+  FsConfig config;
+  config.shared_dir = dir.path();
+  config.migration_on_error = MigrationErrorPolicy::kGuestError;
+  auto source = VirtioFsDevice::Create(config, VirtioFsOptions{});
+  ASSERT_TRUE(source.ok()) << source.status();
+  PassthroughFs& src = (*source)->fs();
+  std::vector<uint64_t> dirs;
+  std::vector<std::vector<uint64_t>> files(kDirs);
+  std::vector<std::pair<uint64_t, uint64_t>> handles;  // fh, node
+  for (int d = 0; d < kDirs; ++d) {
+    LookupResult r;
+    ASSERT_EQ(src.Lookup(src.GetInode(FUSE_ROOT_ID), absl::StrCat("d", d), &r),
+              0);
+    dirs.push_back(r.inode->node_id);
+    for (int f = 0; f < kFiles; ++f) {
+      LookupResult fr;
+      ASSERT_EQ(src.Lookup(r.inode, absl::StrCat("f", f), &fr), 0);
+      files[d].push_back(fr.inode->node_id);
+      if (f % 10 == 0) {
+        UniqueFd fd;
+        ASSERT_EQ(src.Reopen(*fr.inode, O_RDONLY, &fd), 0);
+        uint64_t fh = 0;
+        ASSERT_EQ(
+            src.AddOpenFile(*fr.inode, std::move(fd), O_RDONLY, false, &fh), 0);
+        handles.emplace_back(fh, fr.inode->node_id);
+      }
+    }
+  }
+  (*source)->OnLogAllChanged(true);
+  ASSERT_TRUE((*source)->gatherer().WaitForPass(absl::Seconds(60)));
+  auto destination = VirtioFsDevice::Create(config, VirtioFsOptions{});
+  ASSERT_TRUE(destination.ok()) << destination.status();
+  MigrationResult m = MigrateState(**source, **destination);
+  ASSERT_TRUE(m.save.ok()) << m.save;
+  ASSERT_TRUE(m.load.ok()) << m.load;
+  PassthroughFs& fs = (*destination)->fs();
+  const size_t inodes = 1 + kDirs * (1 + kFiles);
+  EXPECT_EQ(fs.inodes().size(), inodes);
+
+  // One thread per directory: LOOKUP each file twice, FORGET it once,
+  // GETATTR-like GetInode, and use the handles; plus one thread merging in
+  // small batches, racing the device's own merge thread.
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int d = 0; d < kDirs; ++d) {
+    threads.emplace_back([&, d] {
+      std::shared_ptr<const Inode> parent = fs.GetInode(dirs[d]);
+      if (!parent) {
+        ++wrong;
+        return;
+      }
+      for (int f = kFiles - 1; f >= 0; --f) {
+        for (int k = 0; k < 2; ++k) {
+          LookupResult r;
+          if (fs.Lookup(parent, absl::StrCat("f", f), &r) != 0 ||
+              r.inode->node_id != files[d][f]) {
+            ++wrong;
+          }
+        }
+        fs.inodes().Forget(files[d][f], 1);
+        if (!fs.GetInode(files[d][f])) ++wrong;
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    while (!fs.inodes().MergeMigrated(16)) {
+    }
+    while (!fs.handles().MergeMigrated(4)) {
+    }
+  });
+  threads.emplace_back([&] {
+    for (const auto& [fh, node] : handles) {
+      std::shared_ptr<OpenFile> file;
+      if (fs.AnyOpenFileFor(fh, node, &file) != 0) ++wrong;
+    }
+  });
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(fs.inodes().size(), inodes);
+  EXPECT_EQ(fs.handles().size(), handles.size());
+  for (int d = 0; d < kDirs; ++d) {
+    for (int f = 0; f < kFiles; ++f) {
+      auto info = fs.inodes().Info(files[d][f]);
+      ASSERT_TRUE(info.has_value());
+      EXPECT_EQ(info->lookups, 2u) << "d" << d << "/f" << f;  // 1 + 2 - 1
+      EXPECT_EQ(info->opens, f % 10 == 0 ? 1u : 0u);
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

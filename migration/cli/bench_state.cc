@@ -61,9 +61,9 @@
 #include "guest/vhost_user_device.h"
 #include "guest/vhost_user_transport.h"
 #include "guest/virtio_fs_driver.h"
+#include "migration/cli/bench_util.h"
 #include "migration/cli/flag_value.h"
 #include "migration/cli/subcommand.h"
-#include "tools/peers/peers_env.h"
 #include "vhost/memory/dirty_log.h"
 
 namespace vhostmig::cli {
@@ -104,23 +104,6 @@ struct RunResult {
 };
 
 double Ms(absl::Duration d) { return absl::ToDoubleMilliseconds(d); }
-
-std::string DefaultDaemon() {
-  // bazel-bin/migration/cli/vhostmig -> bazel-bin/fs_device/vhost-user-fs
-  char self[4096];
-  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (n <= 0) return "";
-  std::string path(self, n);
-  const size_t cut = path.rfind("/migration/cli/");
-  if (cut == std::string::npos) return "";
-  return path.substr(0, cut) + "/fs_device/vhost-user-fs";
-}
-
-std::string DefaultVirtiofsd() {
-  absl::StatusOr<std::string> path =
-      peers::PeersEnvValue(peers::PeersDir(), "VIRTIOFSD_RS");
-  return path.ok() ? *path : "";
-}
 
 absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
   Options o;
@@ -169,16 +152,7 @@ absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
           "[--daemon PATH] [--virtiofsd PATH | --no-virtiofsd]"));
     }
   }
-  if (o.daemon.empty() || access(o.daemon.c_str(), X_OK) != 0) {
-    return absl::NotFoundError(absl::StrCat(
-        "vhost-user-fs not found at '", o.daemon,
-        "' (bazel build //fs_device:vhost-user-fs, or pass --daemon)"));
-  }
-  if (!o.virtiofsd.empty() && access(o.virtiofsd.c_str(), X_OK) != 0) {
-    return absl::NotFoundError(absl::StrCat(
-        "virtiofsd not found at '", o.virtiofsd,
-        "' (tools/peers/fetch.sh, --virtiofsd, or --no-virtiofsd)"));
-  }
+  RETURN_IF_ERROR(CheckBenchBinaries(o.daemon, o.virtiofsd));
   return o;
 }
 
@@ -506,18 +480,6 @@ absl::StatusOr<RunResult> RunOnce(const Backend& b, const Tree& t,
     ++result.verified;
   }
   return result;
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
-std::string LoadAvg() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return absl::StrCat(a, " ", b, " ", c);
 }
 
 void RaiseFdLimit() {

@@ -63,8 +63,12 @@ inline uint32_t TypeOfKind(uint32_t kind) {  // 0 for the unknown code
   return code < std::size(kTypes) ? kTypes[code] : 0;
 }
 
-// One inode record as the loader checks it, whichever format it came in.
-struct InodeFields {
+// One inode record, whichever format it came in. InodeFields owns its
+// bytes (as the loader checks a record); InodeView's `name` and `handle`
+// point into the decoder's buffers or the chunk and are valid only during
+// the sink call.
+template <typename Bytes>
+struct BasicInodeFields {
   uint64_t node_id = 0;
   uint64_t lookups = 0;
   uint32_t file_type = 0;  // S_IFMT bits
@@ -72,29 +76,14 @@ struct InodeFields {
   bool root = false;
   bool has_path = false;
   uint64_t parent = 0;
-  std::string name;
+  Bytes name;
   bool has_handle = false;
   int32_t handle_type = 0;
-  std::string handle;
+  Bytes handle;
   uint64_t handle_mount_id = 0;
 };
-
-// The same record as a view: `name` and `handle` point into the decoder's
-// buffers or the chunk and are valid only during the sink call.
-struct InodeView {
-  uint64_t node_id = 0;
-  uint64_t lookups = 0;
-  uint32_t file_type = 0;  // S_IFMT bits
-  InodeIdentity identity;
-  bool root = false;
-  bool has_path = false;
-  uint64_t parent = 0;
-  absl::string_view name;
-  bool has_handle = false;
-  int32_t handle_type = 0;
-  absl::string_view handle;
-  uint64_t handle_mount_id = 0;
-};
+using InodeFields = BasicInodeFields<std::string>;
+using InodeView = BasicInodeFields<absl::string_view>;
 
 struct HandleFields {
   uint64_t fh = 0;

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -387,7 +388,16 @@ int Main(int argc, char** argv) {
     sigwait(&stop_signals, &sig);
     if (sig != 0) server.Shutdown();
   });
-  signal_thread.detach();
+  // Joined before the server goes away, on every return path: a detached
+  // thread woken by a stop signal while we exit (our front-end left, and
+  // whoever started us sends SIGTERM) wrote to the server's eventfd as the
+  // destructor closed it, or used the server after it was gone (TSan
+  // report in //tests/reliability:agent_kill_test). Waking it with a
+  // signal of its own set is harmless if a real one came first.
+  absl::Cleanup join_signal_thread = [&signal_thread] {
+    pthread_kill(signal_thread.native_handle(), SIGTERM);
+    signal_thread.join();
+  };
 
   absl::Status status;
   if (settings.fd >= 0) {

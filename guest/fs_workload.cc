@@ -262,15 +262,15 @@ absl::Status FsWorkload::Step() {
   // The step is complete only when the guest kernel says so: a migration
   // between the requests above and this write resumes the step... which
   // cannot happen: the vCPU parks only between steps.
-  return WriteGuest(kernel_gpa_ + offsetof(Kernel, steps), &steps_,
-                    sizeof(steps_));
+  return WriteGuest(kernel_gpa_ + offsetof(Kernel, steps), &seq, sizeof(seq));
 }
 
 absl::Status FsWorkload::VerifyAll() {
   ASSIGN_OR_RETURN(Kernel k, ReadKernel());
   if (k.steps != steps_) {
-    return absl::DataLossError(absl::StrFormat(
-        "guest-kernel area says %d steps, the workload %d", k.steps, steps_));
+    return absl::DataLossError(
+        absl::StrFormat("guest-kernel area says %d steps, the workload %d",
+                        k.steps, steps_.load()));
   }
   for (uint32_t f = 0; f < options_.files; ++f) {
     ASSIGN_OR_RETURN(fuse_attr_out attr, driver_->Getattr(nodeids_[f]));
@@ -297,7 +297,7 @@ absl::Status FsWorkload::VerifyAll() {
     return absl::DataLossError(absl::StrFormat(
         "journal is %d bytes, expected %d for %d steps (a request lost or "
         "executed twice)",
-        jattr.attr.size, steps_ * kRecordBytes, steps_));
+        jattr.attr.size, steps_ * kRecordBytes, steps_.load()));
   }
   std::vector<uint8_t> buf(64 << 10);
   for (uint64_t off = 0; off < jattr.attr.size; off += buf.size()) {
@@ -332,6 +332,8 @@ absl::Status FsWorkload::VerifyAll() {
   return absl::OkStatus();
 }
 
-WorkloadCounts FsWorkload::counts() const { return {steps_, verified_}; }
+WorkloadCounts FsWorkload::counts() const {
+  return {steps_.load(), verified_.load()};
+}
 
 }  // namespace vhostmig::guest

@@ -23,6 +23,7 @@
 #ifndef VHOSTMIG_GUEST_FS_WORKLOAD_H_
 #define VHOSTMIG_GUEST_FS_WORKLOAD_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -106,8 +107,10 @@ class FsWorkload {
   std::vector<uint64_t> fhs_;
   uint64_t journal_nodeid_ = 0;
   uint64_t journal_fh_ = 0;
-  uint64_t steps_ = 0;
-  uint64_t verified_ = 0;
+  // Written by the thread running the steps; atomic because counts() is
+  // read from others while it runs (the agent's List).
+  std::atomic<uint64_t> steps_{0};
+  std::atomic<uint64_t> verified_{0};
 };
 
 }  // namespace vhostmig::guest

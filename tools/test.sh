@@ -11,7 +11,9 @@
 #   2. --config=asan_ubsan, small/medium tests the unit tests under ASan+UBSan
 #   3. --config=tsan, tests tagged "tsan"      threaded tests under TSan, linked
 #                                              against an abseil built with TSan
-#                                              (tools/tsan_absl.sh, cached)
+#                                              (tools/tsan_absl.sh, cached),
+#                                              gRPC internals suppressed
+#                                              (tools/tsan_grpc.supp)
 #   4. --config=fuzz, each *_libfuzzer target  a short libFuzzer run (clang)
 #
 # Environment:
@@ -119,6 +121,11 @@ tsan_phase() {
   fi
   mapfile -t flags <<<"${out}"
   log "tsan: instrumented abseil ready after $((SECONDS - start))s"
+  # .bazelrc's TSAN_OPTIONS plus the suppressions for Debian's uninstrumented
+  # gRPC, protobuf and OpenSSL (tools/tsan_grpc.supp says why and how
+  # narrowly); an absolute path, so the agents and daemons a test starts
+  # find it too.
+  flags+=("--test_env=TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=${REPO_DIR}/tools/tsan_grpc.supp")
   bazel_test_phase tsan --config=tsan "${flags[@]}" --build_tests_only \
     --test_tag_filters=tsan "${TARGETS[@]}"
 }

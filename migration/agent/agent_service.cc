@@ -453,9 +453,10 @@ grpc::Status AgentService::StartDevice(grpc::ServerContext*,
       }
       std::error_code ec;
       if (!std::filesystem::is_directory(request->shared_dir(), ec)) {
-        return Error(grpc::StatusCode::INVALID_ARGUMENT,
-                     absl::StrCat("shared_dir: ", request->shared_dir(),
-                                  " is not an existing directory"));
+        return Error(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat("shared_dir: ", QuoteForMessage(request->shared_dir()),
+                         " is not an existing directory"));
       }
       if (options_.backend_command.empty()) {
         return Error(grpc::StatusCode::FAILED_PRECONDITION,
@@ -474,7 +475,8 @@ grpc::Status AgentService::StartDevice(grpc::ServerContext*,
       std::error_code ec;
       if (!std::filesystem::is_socket(request->attach_socket(), ec)) {
         return Error(grpc::StatusCode::INVALID_ARGUMENT,
-                     absl::StrCat("attach_socket: ", request->attach_socket(),
+                     absl::StrCat("attach_socket: ",
+                                  QuoteForMessage(request->attach_socket()),
                                   " is not a unix socket (is the back-end "
                                   "running?)"));
       }

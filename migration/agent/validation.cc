@@ -25,6 +25,19 @@ std::string Show(absl::string_view s) {
 
 }  // namespace
 
+std::string QuoteForMessage(absl::string_view s, size_t max_bytes) {
+  std::string out = "\"";
+  for (unsigned char c : s.substr(0, max_bytes)) {
+    if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
+      absl::StrAppend(&out, "\\x", absl::Hex(c, absl::kZeroPad2));
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > max_bytes) out += "...";
+  return out + "\"";
+}
+
 absl::Status ValidateName(absl::string_view field, absl::string_view name) {
   if (name.empty()) return Invalid(field, "is required");
   if (name.size() > 63) {
@@ -92,9 +105,13 @@ absl::Status ValidateAddress(absl::string_view field,
   if (colon == absl::string_view::npos || colon == 0) {
     return Invalid(field, absl::StrCat(Show(address), " is not HOST:PORT"));
   }
+  // Digits only: SimpleAtoi alone would also take a sign and surrounding
+  // whitespace (" 80\n"), which then travels into dial errors and logs.
+  const absl::string_view digits = address.substr(colon + 1);
   uint32_t port = 0;
-  if (!absl::SimpleAtoi(address.substr(colon + 1), &port) || port == 0 ||
-      port > 65535) {
+  if (digits.empty() || digits.size() > 5 ||
+      digits.find_first_not_of("0123456789") != absl::string_view::npos ||
+      !absl::SimpleAtoi(digits, &port) || port == 0 || port > 65535) {
     return Invalid(field,
                    absl::StrCat(Show(address), " has no port in 1..65535"));
   }

@@ -18,6 +18,12 @@
 
 namespace vhostmig::agent {
 
+// `s` in double quotes for an error message or a log line: control bytes
+// (which could rewrite an operator's terminal or forge log lines) and '"'
+// and '\\' escaped as \xNN, other bytes (UTF-8 included) as they are;
+// cut after `max_bytes` with "...".
+std::string QuoteForMessage(absl::string_view s, size_t max_bytes = 256);
+
 // Device names: [a-z0-9][a-z0-9._-]{0,62}.
 absl::Status ValidateName(absl::string_view field, absl::string_view name);
 // Migration ids and tokens: 1..64 lowercase hex digits.
@@ -27,7 +33,8 @@ absl::Status ValidateHexId(absl::string_view field, absl::string_view id);
 absl::Status ValidateAbsolutePath(absl::string_view field,
                                   absl::string_view path,
                                   size_t max_len = 4095);
-// host:port or [v6]:port, port 1..65535, at most 255 bytes.
+// host:port or [v6]:port, port 1..65535 in decimal digits, at most 255
+// bytes.
 absl::Status ValidateAddress(absl::string_view field,
                              absl::string_view address);
 

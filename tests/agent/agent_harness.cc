@@ -1,11 +1,20 @@
 #include "tests/agent/agent_harness.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "grpcpp/health_check_service_interface.h"
 
 namespace vhostmig::agent::testing {
@@ -13,6 +22,110 @@ namespace vhostmig::agent::testing {
 std::string FsDaemonPath() {
   // Tests run in the workspace's runfiles directory.
   return std::filesystem::absolute("fs_device/vhost-user-fs").string();
+}
+
+std::string AgentPath() {
+  return std::filesystem::absolute("migration/agent/vhostmig-agent").string();
+}
+
+absl::Status AgentProcess::Start() {
+  if (pid_ > 0) return absl::FailedPreconditionError("the agent runs already");
+  std::filesystem::create_directories(options_.dir + "/run");
+  const std::string port_file = options_.dir + "/port";
+  std::filesystem::remove(port_file);
+  std::vector<std::string> args;
+  if (!options_.netns.empty()) {
+    args = {"/usr/sbin/ip", "netns", "exec", options_.netns};
+  }
+  args.insert(
+      args.end(),
+      {AgentPath(), "--listen=" + options_.listen, "--port-file=" + port_file,
+       "--state-dir=" + options_.dir + "/state",
+       "--run-dir=" + options_.dir + "/run", "--fs-backend=" + FsDaemonPath()});
+  args.insert(args.end(), options_.flags.begin(), options_.flags.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string log = options_.dir + "/agent.log";
+  const pid_t parent = getpid();
+  pid_ = fork();
+  if (pid_ < 0) return absl::InternalError("fork failed");
+  if (pid_ == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  // The port it bound (written once it serves).
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  int port = 0;
+  while (port == 0) {
+    std::ifstream in(port_file);
+    std::string text;
+    if (in && std::getline(in, text) &&
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &port)) {
+      break;
+    }
+    int status;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return absl::FailedPreconditionError(
+          absl::StrCat("the agent exited at start: ", Log()));
+    }
+    if (absl::Now() > deadline) {
+      Kill(SIGKILL);
+      return absl::DeadlineExceededError(
+          absl::StrCat("the agent did not serve within 30s: ", Log()));
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  const size_t colon = options_.listen.rfind(':');
+  address_ = absl::StrCat(options_.listen.substr(0, colon), ":", port);
+  auto c = cli::ConnectAgent(address_, absl::Seconds(15));
+  return c.ok() ? absl::OkStatus() : c.status();
+}
+
+void AgentProcess::Kill(int sig) {
+  if (pid_ <= 0) return;
+  kill(pid_, sig);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+std::string AgentProcess::Log() const {
+  std::ifstream in(options_.dir + "/agent.log");
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string SanitizerReportsIn(const std::string& dir) {
+  static constexpr const char* kMarkers[] = {
+      "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+      "WARNING: ThreadSanitizer", "runtime error:"};
+  std::string reports;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (it->path().extension() != ".log") continue;
+    std::ifstream in(it->path());
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string log = text.str();
+    for (const char* marker : kMarkers) {
+      const size_t at = log.find(marker);
+      if (at != std::string::npos) {
+        absl::StrAppend(&reports, it->path().string(), ":\n",
+                        log.substr(at, 4000), "\n");
+        break;
+      }
+    }
+  }
+  return reports;
 }
 
 ScratchDir::ScratchDir() {

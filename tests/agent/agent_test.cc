@@ -37,6 +37,16 @@ class AgentTest : public ::testing::Test {
     ASSERT_TRUE(created.ok()) << created;
   }
 
+  // The fs daemons' sanitizer reports are in their logs.
+  void TearDown() override {
+    ca_.reset();
+    cb_.reset();
+    a_.reset();
+    b_.reset();
+    const std::string reports = SanitizerReportsIn(dir_.path());
+    EXPECT_TRUE(reports.empty()) << reports;
+  }
+
   cli::MigrateArgs Args() {
     cli::MigrateArgs args;
     args.device = "fs0";

@@ -43,6 +43,14 @@ class TlsTest : public ::testing::Test {
     b_ = *std::move(b);
   }
 
+  // The fs daemons' sanitizer reports are in their logs.
+  void TearDown() override {
+    a_.reset();
+    b_.reset();
+    const std::string reports = SanitizerReportsIn(dir_.path());
+    EXPECT_TRUE(reports.empty()) << reports;
+  }
+
   void UseClient(const std::string& cert, const std::string& key) {
     absl::SetFlag(&FLAGS_tls_cert, cert.empty() ? "" : pki_ + "/" + cert);
     absl::SetFlag(&FLAGS_tls_key, key.empty() ? "" : pki_ + "/" + key);

@@ -101,7 +101,18 @@ void VirtioFsDevice::ProcessQueue(vhost::Vring& vring) {
     chains.clear();
     if (next) chains.push_back(*std::move(next));
     next.reset();
-    while (auto chain = queue.Pop()) chains.push_back(*std::move(chain));
+    // At most kMaxBatch chains per batch, then publish and notify: a driver
+    // with many requests in flight gets its first completions while the
+    // rest are still being served, so it resubmits on its CPU while we
+    // serve on ours. Draining the whole ring first (32 requests) made the
+    // two sides take turns: on an idle 2-CPU machine 4 KiB reads at depth
+    // 32 ran at 1.6 GB/s against 3.2 GB/s with 16 (docs/performance.md).
+    constexpr size_t kMaxBatch = 16;
+    while (chains.size() < kMaxBatch) {
+      auto chain = queue.Pop();
+      if (!chain) break;
+      chains.push_back(*std::move(chain));
+    }
     if (chains.empty()) {
       queue.SetNotification(true);
       // Close the race with a driver that added work before notifications
